@@ -1,0 +1,37 @@
+"""Typed errors shared by every part of pocketrec.
+
+Bad arguments raise the built-in ``ValueError`` (as the kernels' contract says); the classes here
+are for failures that are not the caller's arguments.
+"""
+
+from __future__ import annotations
+
+
+class PocketrecError(Exception):
+    """Base class of pocketrec's own errors."""
+
+
+class KernelError(PocketrecError, RuntimeError):
+    """A native kernel reported an error after its arguments had been validated."""
+
+
+class BackendUnavailableError(PocketrecError, ValueError):
+    """The requested top-k backend cannot be used on this machine (the message says why)."""
+
+
+class DataFormatError(PocketrecError, ValueError):
+    """A data file cannot be read as the expected format.
+
+    The message names the file and, when one line is at fault, its 1-based line number
+    (``"data.csv, line 7: ..."``). ``path`` and ``line`` keep them for programs.
+    """
+
+    def __init__(self, message: str, path: str | None = None, line: int | None = None) -> None:
+        where = ""
+        if path is not None:
+            where = path if line is None else f"{path}, line {line}"
+        elif line is not None:
+            where = f"line {line}"
+        super().__init__(f"{where}: {message}" if where else message)
+        self.path = path
+        self.line = line

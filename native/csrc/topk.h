@@ -1,0 +1,51 @@
+/*
+ * pocketrec native top-k: fused inner product + bounded top-k selection over a catalog.
+ *
+ * This header is both the C interface and the cffi cdef: native/csrc/build_cffi.py strips the
+ * preprocessor lines and feeds the rest to ffi.cdef(), so keep it to plain declarations.
+ *
+ * Conventions shared by both kernels
+ *   items      row-major [n, d]; queries row-major [b, d].
+ *   exclude    NULL, or uint8 flags (nonzero = never return that item): exclude_stride == 0 means
+ *              one mask [n] shared by every query, exclude_stride == n means one row per query.
+ *   out_ids    int64 [b, k], out_scores float32 [b, k], out_counts int64 [b]: per query the best
+ *              min(k, eligible) items, best first, ties broken by lower index; the rest of the row
+ *              is padded with id -1 and score -inf. Items whose score is NaN are never returned.
+ *   isa        one of PR_ISA_*; must be <= pr_best_isa(), or PR_E_ISA is returned. PORTABLE is
+ *              plain C; AVX2 needs AVX2+FMA; AVX512_VNNI needs AVX-512 F/BW/VNNI and speeds up int8
+ *              only (float32 uses the AVX2 path there, the scan being memory-bound).
+ * Return value: PR_OK, or a negative PR_E_* code; outputs are unspecified on error.
+ * Thread safety: the functions keep no state; concurrent calls on shared inputs are safe.
+ */
+#ifndef POCKETREC_TOPK_H
+#define POCKETREC_TOPK_H
+
+#include <stdint.h>
+
+#define PR_OK 0
+#define PR_E_ARG -1
+#define PR_E_ISA -2
+
+#define PR_ISA_PORTABLE 0
+#define PR_ISA_AVX2 1
+#define PR_ISA_AVX512_VNNI 2
+
+/* Best instruction set this CPU and OS support (PR_ISA_*), probed once at run time. */
+int pr_best_isa(void);
+
+/* float32: score[j] = sum_t items[j, t] * query[t]. */
+int pr_topk_f32(const float *items, int64_t n, int64_t d,
+                const float *queries, int64_t b,
+                const uint8_t *exclude, int64_t exclude_stride,
+                int64_t k, int isa,
+                int64_t *out_ids, float *out_scores, int64_t *out_counts);
+
+/* int8: rank[j] = (float)(sum_t codes[j, t] * qcodes[t]) * scales[j] (int32 accumulation, exact),
+ * reported score = rank[j] * qscale. Ties and order are decided on rank[j]. */
+int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
+               const int8_t *qcodes, const float *qscales, int64_t b,
+               const uint8_t *exclude, int64_t exclude_stride,
+               int64_t k, int isa,
+               int64_t *out_ids, float *out_scores, int64_t *out_counts);
+
+#endif

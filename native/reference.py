@@ -1,0 +1,92 @@
+"""The numpy reference: it defines the right answer for every other backend.
+
+All functions take validated inputs (see ``arguments.py``) and return ``(ids, scores, counts)``:
+ids int64 ``[B, k]`` and scores float32 ``[B, k]``, best first with ties broken by lower index,
+rows padded with ``-1`` / ``-inf`` after ``counts[b]`` results. Items whose score is NaN or that
+are excluded are never returned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from pocketrec.native.result import Result
+
+# Rows of the int8 catalog widened to int32 at a time (bounds the reference's scratch memory).
+_I8_CHUNK = 65536
+
+
+def select_topk(
+    scores: npt.NDArray[np.float32], eligible: npt.NDArray[np.bool_], k: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
+    """The best ``k`` eligible of ``scores`` ``[N]``, highest score first, then lower index."""
+    idx = np.flatnonzero(eligible & ~np.isnan(scores))
+    s = scores[idx]
+    if idx.size > k:
+        kth = -np.partition(-s, k - 1)[k - 1]
+        keep = s >= kth  # every item tied with the k-th best stays a candidate
+        idx, s = idx[keep], s[keep]
+    order = np.lexsort((idx, -s))[:k]
+    return idx[order].astype(np.int64), s[order]
+
+
+def _assemble(
+    score_columns: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+    report_scale: npt.NDArray[np.float32] | None = None,
+) -> Result:
+    n, b = score_columns.shape
+    ids = np.full((b, k), -1, dtype=np.int64)
+    scores = np.full((b, k), -np.inf, dtype=np.float32)
+    counts = np.zeros(b, dtype=np.int64)
+    for i in range(b):
+        if exclude is None:
+            eligible = np.ones(n, dtype=np.bool_)
+        else:
+            eligible = (exclude if exclude.ndim == 1 else exclude[i]) == 0
+        top_ids, top_scores = select_topk(score_columns[:, i], eligible, k)
+        m = top_ids.size
+        if report_scale is not None:
+            top_scores = top_scores * report_scale[i]
+        ids[i, :m], scores[i, :m], counts[i] = top_ids, top_scores, m
+    return ids, scores, counts
+
+
+def topk_f32(
+    items: npt.NDArray[np.float32],
+    queries: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+) -> Result:
+    """Reference float32 top-k: scores ``items @ queries.T`` (float32 BLAS)."""
+    return _assemble(items @ queries.T, exclude, k)
+
+
+def int8_ranks(
+    codes: npt.NDArray[np.int8],
+    scales: npt.NDArray[np.float32],
+    qcodes: npt.NDArray[np.int8],
+) -> npt.NDArray[np.float32]:
+    """``float32(codes @ qcodes.T) * scales[:, None]`` ``[N, B]`` with exact int32 sums."""
+    n = codes.shape[0]
+    out = np.empty((n, qcodes.shape[0]), dtype=np.float32)
+    q32 = qcodes.astype(np.int32).T
+    for start in range(0, n, _I8_CHUNK):
+        stop = min(start + _I8_CHUNK, n)
+        acc = codes[start:stop].astype(np.int32) @ q32
+        out[start:stop] = acc.astype(np.float32) * scales[start:stop, None]
+    return out
+
+
+def topk_i8(
+    codes: npt.NDArray[np.int8],
+    scales: npt.NDArray[np.float32],
+    qcodes: npt.NDArray[np.int8],
+    qscales: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+) -> Result:
+    """Reference int8 top-k (see ``int8.py`` for how ranks and scores are formed)."""
+    return _assemble(int8_ranks(codes, scales, qcodes), exclude, k, report_scale=qscales)

@@ -1,0 +1,12 @@
+"""pocketrec: an embedded, on-device recommender.
+
+The public facade. Subpackages: ``pocketrec.core`` (shared ids, data, metrics),
+``pocketrec.native`` (top-k kernels), ``pocketrec.runtime`` (on-device recommender),
+``pocketrec.converter`` (TensorFlow training and export), ``pocketrec.storage`` (SQLite store).
+"""
+
+from pocketrec.native import Int8Items, backends, quantize_int8, topk
+
+__version__ = "0.1.0"
+
+__all__ = ["Int8Items", "__version__", "backends", "quantize_int8", "topk"]

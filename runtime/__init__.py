@@ -1,0 +1,1 @@
+"""pocketrec.runtime."""

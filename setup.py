@@ -1,0 +1,58 @@
+"""Build script for pocketrec.
+
+The top-level folders ``core/ native/ runtime/ converter/ storage/`` install as subpackages of
+``pocketrec`` through ``package_dir``; nothing installs a top-level ``core`` or ``runtime``.
+The C top-k kernel is a cffi extension built from ``native/csrc``. It is optional: where it cannot
+be compiled the package still installs and the numba backend is used (with one warning at run time).
+"""
+
+from pathlib import Path
+
+from setuptools import setup
+
+SUBPACKAGES = ["core", "native", "runtime", "converter", "storage"]
+
+setup(
+    name="pocketrec",
+    version="0.1.0",
+    description="Embedded on-device recommender: a TFLite step model and native top-k kernels.",
+    long_description=Path("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=["pocketrec"] + [f"pocketrec.{name}" for name in SUBPACKAGES],
+    package_dir={"pocketrec": "pocketrec", **{f"pocketrec.{n}": n for n in SUBPACKAGES}},
+    package_data={"pocketrec": ["py.typed"]},
+    include_package_data=False,
+    zip_safe=False,
+    setup_requires=["cffi>=1.17"],
+    cffi_modules=["native/csrc/build_cffi.py:ffibuilder"],
+    install_requires=[
+        "numpy>=1.23",
+        "numba>=0.58",
+        "cffi>=1.17",
+        "sqlite-utils>=3.35",
+        # TFLite interpreter: ai-edge-litert by default. tflite-runtime (numpy<2 only) is accepted
+        # instead when it is installed; the runtime tries ai_edge_litert, then tflite_runtime.
+        "ai-edge-litert>=1.0; platform_system != 'Windows'",
+    ],
+    extras_require={
+        "convert": ["tensorflow-cpu>=2.16"],
+        "dev": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "mypy>=1.10",
+        ],
+        "bench": ["faiss-cpu>=1.8"],
+    },
+    entry_points={"console_scripts": ["pocketrec=pocketrec.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Programming Language :: C",
+        "Operating System :: POSIX :: Linux",
+        "Operating System :: MacOS",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Typing :: Typed",
+    ],
+)

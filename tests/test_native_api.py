@@ -1,0 +1,288 @@
+"""The public ``topk`` contract: corner cases, errors, threads, int8 quality, backend choice."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import threading
+import warnings
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+from native_helpers import Variant, all_variants, assert_float_result_matches, reference_topk
+
+from pocketrec.core.errors import BackendUnavailableError, KernelError
+from pocketrec.native import Int8Items, backends, quantize_int8, registry, topk
+
+VARIANTS = all_variants()
+by_name = pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
+
+
+def normal(shape: tuple[int, ...], seed: int = 0) -> npt.NDArray[np.float32]:
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.float32)
+
+
+# ---- corner cases, every backend -----------------------------------------------------------
+
+
+@by_name
+def test_all_scores_equal_returns_lowest_indices(variant: Variant) -> None:
+    items = np.ones((50, 7), dtype=np.float32)
+    ids, scores = variant.topk(items, np.ones(7, dtype=np.float32), 5)
+    np.testing.assert_array_equal(ids, [0, 1, 2, 3, 4])
+    np.testing.assert_array_equal(scores, np.full(5, 7.0, dtype=np.float32))
+
+
+@by_name
+def test_all_items_excluded(variant: Variant) -> None:
+    items = normal((30, 5))
+    ids, scores = variant.topk(items, normal((5,), 1), 3, np.ones(30, dtype=bool))
+    assert ids.shape == (0,)
+    assert scores.shape == (0,)
+    ids2, scores2 = variant.topk(items, normal((2, 5), 1), 3, np.ones(30, dtype=bool))
+    np.testing.assert_array_equal(ids2, np.full((2, 3), -1))
+    assert np.isneginf(scores2).all()
+
+
+@by_name
+def test_k_larger_than_n(variant: Variant) -> None:
+    items, query = normal((4, 9)), normal((9,), 1)
+    ids, _ = variant.topk(items, query, 10)
+    np.testing.assert_array_equal(ids, np.argsort(-(items @ query), kind="stable"))
+    batch_ids, batch_scores = variant.topk(items, query[None, :], 6)
+    assert batch_ids.shape == (1, 6)
+    np.testing.assert_array_equal(batch_ids[0, :4], ids)
+    np.testing.assert_array_equal(batch_ids[0, 4:], [-1, -1])
+    assert np.isneginf(batch_scores[0, 4:]).all()
+
+
+@by_name
+def test_empty_catalog(variant: Variant) -> None:
+    ids, scores = variant.topk(np.zeros((0, 3), dtype=np.float32), np.ones(3, np.float32), 2)
+    assert ids.size == 0
+    assert scores.size == 0
+
+
+@by_name
+@pytest.mark.parametrize("d", [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 127, 300])
+def test_dimensions_not_a_multiple_of_the_simd_width(variant: Variant, d: int) -> None:
+    items, query = normal((1000, d), d), normal((d,), d + 1)
+    got = variant.topk(items, query, 10)
+    assert_float_result_matches(items, query, None, got, reference_topk(items, query, 10))
+    codes = quantize_int8(items)
+    for a, b in zip(variant.topk(codes, query, 10), reference_topk(codes, query, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@by_name
+def test_zero_query_and_zero_items(variant: Variant) -> None:
+    items = np.zeros((20, 6), dtype=np.float32)
+    ids, scores = variant.topk(items, np.zeros(6, np.float32), 3)
+    np.testing.assert_array_equal(ids, [0, 1, 2])
+    np.testing.assert_array_equal(scores, [0.0, 0.0, 0.0])
+    ids8, scores8 = variant.topk(quantize_int8(items), np.zeros(6, np.float32), 3)
+    np.testing.assert_array_equal(ids8, [0, 1, 2])
+    np.testing.assert_array_equal(scores8, [0.0, 0.0, 0.0])
+
+
+@by_name
+def test_nan_items_are_never_returned_and_infinities_rank(variant: Variant) -> None:
+    items = normal((10, 4))
+    items[2] = np.nan
+    items[5] = np.inf
+    query = np.ones(4, dtype=np.float32)
+    ids, scores = variant.topk(items, query, 10)
+    assert 2 not in ids.tolist()
+    assert ids[0] == 5
+    assert np.isposinf(scores[0])
+    assert ids.size == 9
+
+
+@by_name
+def test_batch_of_one_equals_single_query(variant: Variant) -> None:
+    items, query = normal((500, 33)), normal((33,), 2)
+    mask = np.zeros(500, dtype=bool)
+    mask[::3] = True
+    ids, scores = variant.topk(items, query, 7, mask)
+    batch_ids, batch_scores = variant.topk(items, query[None, :], 7, mask[None, :])
+    np.testing.assert_array_equal(batch_ids[0], ids)
+    np.testing.assert_array_equal(batch_scores[0], scores)
+
+
+@by_name
+def test_batch_with_one_shared_mask_or_one_mask_per_query(variant: Variant) -> None:
+    items, queries = normal((300, 16)), normal((3, 16), 5)
+    shared = np.arange(300) % 2 == 0
+    ids, _ = variant.topk(items, queries, 5, shared)
+    assert (ids % 2 == 1).all()
+    per_query = np.zeros((3, 300), dtype=bool)
+    per_query[1, :150] = True
+    ids, _ = variant.topk(items, queries, 5, per_query)
+    assert (ids[1] >= 150).all()
+    np.testing.assert_array_equal(ids[0], variant.topk(items, queries[0], 5)[0])
+
+
+def test_results_are_int64_and_float32() -> None:
+    ids, scores = topk(normal((10, 3)), normal((3,), 1), 2)
+    assert ids.dtype == np.int64
+    assert scores.dtype == np.float32
+
+
+def test_read_only_memory_mapped_catalog(tmp_path: pytest.TempPathFactory) -> None:
+    items = normal((2000, 24))
+    path = f"{tmp_path}/catalog.npy"
+    np.save(path, items)
+    mapped = np.load(path, mmap_mode="r")
+    assert not mapped.flags.writeable
+    for name in backends():
+        np.testing.assert_array_equal(
+            topk(mapped, items[3], 5, backend=name)[0], topk(items, items[3], 5)[0]
+        )
+
+
+# ---- errors --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"k": 0}, "k must be >= 1"),
+        ({"k": -3}, "k must be >= 1"),
+        ({"k": 2.5}, "k must be a positive integer"),
+        ({"k": True}, "k must be a positive integer"),
+        ({"items": np.zeros((5, 4), dtype=np.float64)}, "items must be float32, got float64"),
+        ({"items": np.zeros((5, 4), dtype=np.float32).T.copy().T}, "C-contiguous"),
+        ({"items": np.zeros(5, dtype=np.float32)}, "items must be 2-D"),
+        ({"items": [[1.0]]}, "items must be a float32 numpy array"),
+        ({"query": np.zeros(3, dtype=np.float32)}, "dimension mismatch: query has D=3"),
+        ({"query": np.zeros(4, dtype=np.float64)}, "query must be float32, got float64"),
+        ({"query": np.array([1, np.nan, 0, 0], dtype=np.float32)}, "query contains NaN"),
+        ({"query": np.zeros((1, 1, 4), dtype=np.float32)}, "query must be [D] or [B, D]"),
+        ({"exclude": np.zeros(5, dtype=np.uint8)}, "exclude must be a boolean numpy array"),
+        ({"exclude": np.zeros(6, dtype=bool)}, "exclude must have shape (5,)"),
+        ({"exclude": np.zeros((1, 5), dtype=bool)}, "exclude must have shape (5,)"),
+        ({"backend": "cuda"}, "unknown backend 'cuda'"),
+    ],
+)
+def test_bad_arguments_raise_value_error_naming_the_problem(
+    kwargs: dict[str, object], message: str
+) -> None:
+    args: dict[str, object] = {
+        "items": np.zeros((5, 4), dtype=np.float32),
+        "query": np.zeros(4, dtype=np.float32),
+        "k": 2,
+    }
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        topk(
+            args["items"],
+            args["query"],
+            args["k"],
+            **{  # type: ignore[arg-type]
+                key: value for key, value in args.items() if key in ("exclude", "backend")
+            },
+        )
+
+
+def test_non_contiguous_query_is_accepted() -> None:
+    items = normal((50, 8))
+    wide = normal((8, 2), 3)
+    query = wide[:, 0]
+    assert not query.flags.c_contiguous
+    np.testing.assert_array_equal(topk(items, query, 4)[0], topk(items, query.copy(), 4)[0])
+
+
+def test_int8_items_validate_their_fields() -> None:
+    with pytest.raises(ValueError, match="codes must be an int8 array"):
+        Int8Items(codes=np.zeros((2, 2), np.int16), scales=np.ones(2, np.float32))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="2 rows of codes but 3 scales"):
+        Int8Items(codes=np.zeros((2, 2), np.int8), scales=np.ones(3, np.float32))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        quantize_int8(np.array([[np.nan, 1.0]], dtype=np.float32))
+
+
+def test_c_kernel_rejects_bad_arguments_with_a_typed_error() -> None:
+    if "c" not in backends():
+        pytest.skip("C extension not built")
+    from pocketrec.native import c_backend
+
+    with pytest.raises(KernelError, match="rejected its arguments"):
+        c_backend.topk_f32(normal((4, 3)), normal((1, 3)), None, 0)
+    rc = c_backend.lib.pr_topk_f32(
+        c_backend.ffi.NULL, 0, 3, c_backend.ffi.NULL, 0, c_backend.ffi.NULL, 0, 1,
+        c_backend.best_isa() + 1, c_backend.ffi.NULL, c_backend.ffi.NULL, c_backend.ffi.NULL,
+    )  # fmt: skip
+    assert rc == c_backend.lib.PR_E_ISA
+
+
+# ---- threads, int8 quality -----------------------------------------------------------------
+
+
+@by_name
+def test_two_threads_at_once_get_correct_results(variant: Variant) -> None:
+    catalogs = [normal((20000, 64), 10), normal((20000, 64), 11)]
+    queries = [normal((8, 64), 12), normal((8, 64), 13)]
+    expected = [reference_topk(c, q, 10) for c, q in zip(catalogs, queries, strict=True)]
+    variant.topk(catalogs[0], queries[0], 10)  # compile (numba) before the race
+    failures: list[str] = []
+    barrier = threading.Barrier(2)
+
+    def worker(i: int) -> None:
+        barrier.wait()
+        for _ in range(20):
+            ids, _scores = variant.topk(catalogs[i], queries[i], 10)
+            if not np.array_equal(ids, expected[i][0]):
+                failures.append(f"thread {i}")
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == []
+
+
+def test_int8_recall_at_10_on_random_normal_data() -> None:
+    items, queries = normal((20000, 64), 20), normal((200, 64), 21)
+    exact_ids, _ = topk(items, queries, 10, backend="numpy")
+    approx_ids, _ = topk(quantize_int8(items), queries, 10)
+    overlap = [len(set(a) & set(b)) for a, b in zip(exact_ids, approx_ids, strict=True)]
+    recall = float(np.mean(overlap)) / 10
+    print(f"int8 recall@10 vs float32 on N(0,1) data, N=20000 D=64: {recall:.4f}")
+    assert recall >= 0.95
+
+
+# ---- backend choice and packaging ----------------------------------------------------------
+
+
+def test_backends_lists_numpy_last_and_auto_picks_the_first() -> None:
+    names = backends()
+    assert names[-1] == "numpy"
+    assert registry.resolve("auto") == names[0]
+
+
+def test_missing_c_extension_falls_back_with_one_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(registry, "_c_import_error", lambda: "simulated: no compiler")
+    monkeypatch.setattr(registry, "_warned", threading.Event())
+    with pytest.warns(RuntimeWarning, match="C extension is not built .*simulated: no compiler"):
+        assert registry.resolve("auto") == "numba"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert registry.resolve("auto") == "numba"  # said once only
+    with pytest.raises(BackendUnavailableError, match="backend 'c' is not available"):
+        registry.resolve("c")
+
+
+def test_subpackages_do_not_install_top_level_modules(tmp_path: pytest.TempPathFactory) -> None:
+    code = (
+        "import importlib, pocketrec.native, pocketrec.core\n"
+        "for name in ('core', 'native', 'runtime', 'converter', 'storage'):\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except ImportError:\n"
+        "        continue\n"
+        "    raise SystemExit(f'top-level module {name!r} is importable')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), check=True)
