@@ -8,8 +8,7 @@ error); queries and masks are small and are made contiguous when needed.
 from __future__ import annotations
 
 import operator
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -19,10 +18,12 @@ from pocketrec.native.int8 import Int8Items
 Items: TypeAlias = npt.NDArray[np.float32] | Int8Items
 
 
-@dataclass(frozen=True)
-class TopKCall:
+class TopKCall(NamedTuple):
     """A validated call: ``queries`` float32 ``[B, D]``; ``exclude`` uint8 ``[N]`` (shared by all
-    queries), ``[B, N]`` (one row per query) or ``None``; ``k`` already clamped to ``max(N, 1)``."""
+    queries), ``[B, N]`` (one row per query) or ``None``; ``k`` already clamped to ``max(N, 1)``.
+
+    A NamedTuple rather than a frozen dataclass: it is built on every call, and this is cheaper.
+    """
 
     items: Items
     queries: npt.NDArray[np.float32]
@@ -30,10 +31,6 @@ class TopKCall:
     k: int
     k_requested: int
     single: bool
-
-    @property
-    def n(self) -> int:
-        return int(self.items.shape[0])
 
 
 def check_k(k: object) -> int:
@@ -84,7 +81,9 @@ def _check_queries(query: object, d: int) -> tuple[npt.NDArray[np.float32], bool
         raise ValueError(f"query must be [D] or [B, D], got shape {query.shape}")
     if query.shape[-1] != d:
         raise ValueError(f"dimension mismatch: query has D={query.shape[-1]} but items have D={d}")
-    if np.isnan(query).any():
+    # A sum of squares is NaN exactly when some entry is NaN (infinities only give +inf), and it
+    # needs no temporary mask: the cheapest complete check on the per-call path.
+    if np.isnan(np.vdot(query, query)):
         raise ValueError("query contains NaN")
     single = query.ndim == 1
     return np.ascontiguousarray(query.reshape(1, d) if single else query), single
@@ -107,7 +106,7 @@ def prepare(items: object, query: object, k: object, exclude: object) -> TopKCal
     """Validate the arguments of ``topk`` and return them in the form backends take."""
     k_value = check_k(k)
     checked = _check_items(items)
-    n, d = (int(s) for s in checked.shape)
+    n, d = checked.shape
     queries, single = _check_queries(query, d)
     mask = _check_exclude(exclude, n, queries.shape[0], single)
     return TopKCall(

@@ -62,11 +62,16 @@ def _c_import_error() -> str | None:
     return None
 
 
+@cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
 def _why_unavailable(name: str) -> str | None:
     if name == "c":
         reason = _c_import_error()
         return None if reason is None else f"the C extension is not built ({reason})"
-    if name == "numba" and importlib.util.find_spec("numba") is None:
+    if name == "numba" and not _numba_installed():
         return "numba is not installed"
     return None
 
@@ -97,6 +102,7 @@ def resolve(name: str) -> str:
     return name
 
 
+@cache
 def load(name: str) -> Backend:
     """The module implementing backend ``name`` (``topk_f32`` and ``topk_i8``)."""
     return cast(Backend, importlib.import_module(_MODULES[name]))

@@ -1,8 +1,8 @@
 """cffi build script for the C top-k kernel (``pocketrec.native._ctopk``).
 
-Used by ``setup.py`` through ``cffi_modules``. The cdefs are read from ``topk.h`` beside this file (its
-preprocessor lines other than integer ``#define`` constants are dropped), so the header is the one
-place that declares the C interface.
+Used by ``setup.py`` through ``cffi_modules``. The cdefs are read from ``topk.h`` beside this
+file (its preprocessor lines other than integer ``#define`` constants are dropped), so the header
+is the one place that declares the C interface.
 """
 
 from __future__ import annotations

@@ -73,9 +73,12 @@ static void heap_push(heap_t *h, float s, int64_t id) {
     h->id[pos] = id;
 }
 
-/* Offer the scores of rows [base, base + cnt) to the heap. */
+/* Offer the scores of rows [base, base + cnt) to the heap. block_max is the largest non-NaN
+ * score of the block (excluded rows included): when the heap is full and nothing in the block can
+ * beat its worst entry, the block is skipped without looking at its rows. */
 static void select_block(heap_t *h, const float *sc, int64_t base, int64_t cnt,
-                         const uint8_t *ex) {
+                         const uint8_t *ex, float block_max) {
+    if (h->size == h->cap && !(block_max > h->s[0])) return;
     for (int64_t j = 0; j < cnt; j++) {
         float s = sc[j];
         if (s != s) continue; /* NaN: never returned */
@@ -109,6 +112,17 @@ static void heap_finish(heap_t *h, int64_t *count) {
         h->s[j] = -INFINITY;
         h->id[j] = -1;
     }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Block maximum (NaN ignored; -inf for an empty or all-NaN block).                            */
+
+typedef float (*max_fn)(const float *sc, int64_t cnt);
+
+static float block_max_portable(const float *sc, int64_t cnt) {
+    float m = -INFINITY;
+    for (int64_t j = 0; j < cnt; j++) m = sc[j] > m ? sc[j] : m;
+    return m;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -162,6 +176,19 @@ PR_AVX2 static inline __m256i hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __
     __m256i t1 = _mm256_hadd_epi32(_mm256_hadd_epi32(a4, a5), _mm256_hadd_epi32(a6, a7));
     return _mm256_add_epi32(_mm256_permute2x128_si256(t0, t1, 0x20),
                             _mm256_permute2x128_si256(t0, t1, 0x31));
+}
+
+/* max_ps(x, m) returns m when x is NaN, so NaN scores never raise the maximum. */
+PR_AVX2 static float block_max_avx2(const float *sc, int64_t cnt) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    int64_t j = 0;
+    for (; j + 8 <= cnt; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(sc + j), m);
+    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_max_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; j < cnt; j++) r = sc[j] > r ? sc[j] : r;
+    return r;
 }
 
 PR_AVX2 static inline float hsum_ps(__m256 a) {
@@ -271,18 +298,27 @@ PR_AVX512VNNI static void dots_i8_vnni(const int8_t *rows, int64_t cnt, int64_t 
                                        const int8_t *q, int32_t qsum, int32_t *out) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     const __m512i corr = _mm512_set1_epi32(128 * qsum);
+    const int64_t dv = d & ~(int64_t)63;
+    const __mmask64 tail = (d > dv) ? (((__mmask64)1 << (d - dv)) - 1) : 0;
     int64_t j = 0;
     for (; j + 16 <= cnt; j += 16) {
         const int8_t *r = rows + j * d;
         __m512i a[16];
 #pragma GCC unroll 16
         for (int u = 0; u < 16; u++) a[u] = _mm512_setzero_si512();
-        for (int64_t t = 0; t < d; t += 64) {
-            __mmask64 m = (d - t >= 64) ? ~(__mmask64)0 : (((__mmask64)1 << (d - t)) - 1);
-            __m512i qv = _mm512_maskz_loadu_epi8(m, q + t);
+        for (int64_t t = 0; t < dv; t += 64) {
+            __m512i qv = _mm512_loadu_si512((const void *)(q + t));
 #pragma GCC unroll 16
             for (int u = 0; u < 16; u++) {
-                __m512i rv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(m, r + u * d + t), bias);
+                __m512i rv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(r + u * d + t)), bias);
+                a[u] = _mm512_dpbusd_epi32(a[u], rv, qv);
+            }
+        }
+        if (dv < d) { /* masked loads only for the tail: they are slow on streamed data */
+            __m512i qv = _mm512_maskz_loadu_epi8(tail, q + dv);
+#pragma GCC unroll 16
+            for (int u = 0; u < 16; u++) {
+                __m512i rv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, r + u * d + dv), bias);
                 a[u] = _mm512_dpbusd_epi32(a[u], rv, qv);
             }
         }
@@ -323,6 +359,14 @@ static dots_f32_fn pick_f32(int isa) {
     return dots_f32_portable;
 }
 
+static max_fn pick_max(int isa) {
+#if PR_X86
+    if (isa >= PR_ISA_AVX2) return block_max_avx2;
+#endif
+    (void)isa;
+    return block_max_portable;
+}
+
 static dots_i8_fn pick_i8(int isa) {
 #if PR_X86
     if (isa >= PR_ISA_AVX512_VNNI) return dots_i8_vnni;
@@ -361,6 +405,7 @@ int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, 
                                                out_scores == NULL || out_counts == NULL)))
         return PR_E_ARG;
     dots_f32_fn dots = pick_f32(isa);
+    max_fn bmax = pick_max(isa);
     float sc[BLOCK];
     heap_t h[QGROUP];
     for (int64_t q0 = 0; q0 < b; q0 += QGROUP) {
@@ -371,7 +416,7 @@ int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, 
             for (int64_t i = 0; i < qn; i++) {
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 dots(items + base * d, cnt, d, queries + (q0 + i) * d, sc);
-                select_block(&h[i], sc, base, cnt, ex);
+                select_block(&h[i], sc, base, cnt, ex, bmax(sc, cnt));
             }
         }
         for (int64_t i = 0; i < qn; i++) heap_finish(&h[i], out_counts + q0 + i);
@@ -390,6 +435,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
                    out_counts == NULL)))
         return PR_E_ARG;
     dots_i8_fn dots = pick_i8(isa);
+    max_fn bmax = pick_max(isa);
     int32_t acc[BLOCK];
     float sc[BLOCK];
     heap_t h[QGROUP];
@@ -408,7 +454,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 dots(codes + base * d, cnt, d, qcodes + (q0 + i) * d, qsum[i], acc);
                 for (int64_t j = 0; j < cnt; j++) sc[j] = (float)acc[j] * scales[base + j];
-                select_block(&h[i], sc, base, cnt, ex);
+                select_block(&h[i], sc, base, cnt, ex, bmax(sc, cnt));
             }
         }
         for (int64_t i = 0; i < qn; i++) {
