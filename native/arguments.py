@@ -13,7 +13,7 @@ from typing import NamedTuple, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
-from pocketrec.native.int8 import Int8Items
+from pocketrec.native.int8 import MAX_INT8_DIM, Int8Items
 
 Items: TypeAlias = npt.NDArray[np.float32] | Int8Items
 
@@ -48,8 +48,8 @@ def check_k(k: object) -> int:
 
 def _check_items(items: object) -> Items:
     if isinstance(items, Int8Items):
-        if items.shape[1] < 1:
-            raise ValueError("items must have dimension D >= 1")
+        if not 1 <= items.shape[1] <= MAX_INT8_DIM:
+            raise ValueError(f"int8 items must have dimension 1 <= D <= {MAX_INT8_DIM}")
         return items
     if not isinstance(items, np.ndarray):
         raise ValueError(

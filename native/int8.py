@@ -19,6 +19,8 @@ import numpy as np
 import numpy.typing as npt
 
 INT8_MAX = 127
+# Largest D for which an int32 sum of D products of two codes in [-127, 127] cannot overflow.
+MAX_INT8_DIM = (2**31 - 1) // (INT8_MAX * INT8_MAX)
 
 
 def quantize_rows(

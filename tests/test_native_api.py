@@ -286,3 +286,13 @@ def test_subpackages_do_not_install_top_level_modules(tmp_path: pytest.TempPathF
         "    raise SystemExit(f'top-level module {name!r} is importable')\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), check=True)
+
+
+def test_int8_dimension_limit_keeps_int32_sums_exact() -> None:
+    from pocketrec.native.int8 import MAX_INT8_DIM
+
+    too_wide = Int8Items(
+        codes=np.zeros((1, MAX_INT8_DIM + 1), np.int8), scales=np.ones(1, np.float32)
+    )
+    with pytest.raises(ValueError, match="1 <= D <= 133144"):
+        topk(too_wide, np.zeros(MAX_INT8_DIM + 1, np.float32), 1)

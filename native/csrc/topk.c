@@ -297,7 +297,8 @@ PR_AVX512VNNI static inline __m512i hsum16_epi32(const __m512i a[16]) {
 PR_AVX512VNNI static void dots_i8_vnni(const int8_t *rows, int64_t cnt, int64_t d,
                                        const int8_t *q, int32_t qsum, int32_t *out) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
-    const __m512i corr = _mm512_set1_epi32(128 * qsum);
+    /* vpdpbusd wraps modulo 2^32; so does this product, and the difference is the exact sum. */
+    const __m512i corr = _mm512_set1_epi32((int32_t)((uint32_t)qsum * 128u));
     const int64_t dv = d & ~(int64_t)63;
     const __mmask64 tail = (d > dv) ? (((__mmask64)1 << (d - dv)) - 1) : 0;
     int64_t j = 0;

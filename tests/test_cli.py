@@ -1,0 +1,58 @@
+"""The ``pocketrec`` command line: every command works and is documented in the README."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pocketrec.cli import build_parser, main
+from pocketrec.native import backends
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def _commands() -> list[str]:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sorted(sub.choices)
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    missing = [name for name in _commands() if f"`pocketrec {name}" not in text]
+    assert missing == [], f"commands missing from README.md: {missing}"
+
+
+def test_readme_starts_with_the_two_newcomer_commands() -> None:
+    head = README.read_text(encoding="utf-8").splitlines()[:15]
+    block = "\n".join(head)
+    assert "pip install . && .venv/bin/pocketrec demo" in block
+    assert "pip install -e '.[dev]' && .venv/bin/python -m pytest" in block
+
+
+def test_demo_prints_the_top_k_and_the_backend(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--items", "3000", "--dim", "16", "--k", "10"]) == 0
+    out = capsys.readouterr().out
+    assert f"backend: {backends()[0]}" in out
+    ranks = re.findall(r"^\s+(\d+)\s+(\d+)\s+(-?\d+\.\d+)$", out, flags=re.MULTILINE)
+    assert [int(r[0]) for r in ranks] == list(range(1, 11))
+    scores = [float(r[2]) for r in ranks]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_bad_arguments_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--items", "100", "--k", "0"]) == 2
+    assert "k must be >= 1" in capsys.readouterr().err
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "pocketrec", "backends"], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.startswith("available: ")
+    assert "numpy" in out
