@@ -56,3 +56,17 @@ def test_python_dash_m_runs_the_cli() -> None:
     ).stdout
     assert out.startswith("available: ")
     assert "numpy" in out
+
+
+def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
+    assert blocks, "README.md has no python example"
+    np.save(
+        tmp_path / "catalog.npy",
+        np.random.default_rng(1).standard_normal((500, 32)).astype(np.float32),
+    )
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), {})
