@@ -136,9 +136,17 @@ def test_read_only_memory_mapped_catalog(tmp_path: pytest.TempPathFactory) -> No
     np.save(path, items)
     mapped = np.load(path, mmap_mode="r")
     assert not mapped.flags.writeable
+    codes = quantize_int8(items)
+    np.save(f"{tmp_path}/codes.npy", codes.codes)
+    mapped_codes = Int8Items(
+        codes=np.load(f"{tmp_path}/codes.npy", mmap_mode="r"), scales=codes.scales
+    )
     for name in backends():
         np.testing.assert_array_equal(
             topk(mapped, items[3], 5, backend=name)[0], topk(items, items[3], 5)[0]
+        )
+        np.testing.assert_array_equal(
+            topk(mapped_codes, items[3], 5, backend=name)[0], topk(codes, items[3], 5)[0]
         )
 
 
