@@ -39,6 +39,8 @@ setup(
     extras_require={
         "convert": ["tensorflow-cpu>=2.16"],
         "dev": [
+            # the converter's tests train and convert real models
+            "tensorflow-cpu>=2.16",
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",

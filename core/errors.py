@@ -35,3 +35,7 @@ class DataFormatError(PocketrecError, ValueError):
         super().__init__(f"{where}: {message}" if where else message)
         self.path = path
         self.line = line
+
+
+class BundleError(PocketrecError, ValueError):
+    """A bundle directory is incomplete, corrupted or of an unsupported format (names the file)."""

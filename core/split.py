@@ -108,9 +108,7 @@ class Split:
 
     def excluded(self, k: int, stage: Stage) -> npt.NDArray[np.int64]:
         """``int64``, sorted unique: items to leave out of the ranking (history minus target)."""
-        items: npt.NDArray[np.int64] = np.unique(self.history(k, stage)[0]).astype(np.int64)
-        without_target: npt.NDArray[np.int64] = items[items != self.target(k, stage)]
-        return without_target
+        return excluded_items(self.history(k, stage)[0], self.target(k, stage))
 
     def summary(self) -> str:
         """One line: kept and dropped users."""
@@ -118,6 +116,13 @@ class Split:
             f"leave-one-out split: {self.num_users:,} users kept, {self.num_dropped:,} dropped "
             f"(< {self.min_events} target-eligible events)"
         )
+
+
+def excluded_items(history: npt.NDArray[np.integer], target: int) -> npt.NDArray[np.int64]:
+    """``int64``, sorted unique: the items of ``history`` except ``target`` (not ranked)."""
+    items: npt.NDArray[np.int64] = np.unique(history).astype(np.int64)
+    without_target: npt.NDArray[np.int64] = items[items != target]
+    return without_target
 
 
 def leave_one_out(data: Interactions, min_events: int = MIN_EVENTS) -> Split:

@@ -3,6 +3,11 @@
 Commands:
   pocketrec demo       rank a random catalog with the native kernels and print the top 10
   pocketrec backends   list the top-k backends usable on this machine and the C code path
+  pocketrec train      train the interest model on a dataset (needs the `convert` extra)
+  pocketrec convert    export a trained model to a verified on-device bundle
+  pocketrec inspect    verify a bundle and print its manifest
+
+TensorFlow is imported only by `train` and `convert`.
 """
 
 from __future__ import annotations
@@ -11,10 +16,12 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
 from pocketrec import __version__
+from pocketrec.core.errors import PocketrecError
 from pocketrec.native import backends, quantize_int8, registry, topk
 
 
@@ -53,6 +60,86 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _print_metrics(label: str, metrics: dict[str, float]) -> None:
+    keys = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg")] + ["coverage@10", "mrr"]
+    print(f"{label}: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pocketrec.converter import model_dir
+    from pocketrec.converter.model import ModelConfig
+    from pocketrec.converter.training import train
+    from pocketrec.core import leave_one_out, load
+    from pocketrec.core.metrics import popularity_baseline
+
+    data, report = load(args.data, format=args.format)
+    if report.total_skipped:
+        print(report.summary(), file=sys.stderr)
+    split = leave_one_out(data)
+    print(data.summary())
+    print(split.summary())
+    overrides = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS and v is not None}
+    config = ModelConfig(num_items=data.num_items, **overrides)
+    model, result = train(split, config, loss=args.loss, num_sampled=args.num_sampled)
+    model_dir.save(args.out, model, data, split, result)
+    _print_metrics(f"best validation (epoch {result.best_epoch})", result.best_valid)
+    _print_metrics("popularity baseline (validation)", popularity_baseline(split, stage="valid"))
+    print(f"training wall time: {result.seconds:.1f} s; model written to {args.out}")
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from pocketrec.converter.export import export_bundle
+
+    result = export_bundle(
+        args.model_dir,
+        args.out,
+        model_dtype=args.model_dtype,
+        catalog_dtype=args.catalog_dtype,
+        model_version=args.model_version,
+        overwrite=args.force,
+    )
+    m = result.manifest
+    print(
+        f"bundle {result.path}: model version {m.model_version}, {m.num_items} items, "
+        f"model {m.model_dtype}, catalog {m.catalog_dtype}"
+    )
+    print("parity vs Keras: " + ", ".join(f"{k}={v:.3g}" for k, v in result.parity.items()))
+    for name, size in result.sizes.items():
+        print(f"  {name:<26} {size:>12,} bytes")
+    for stage in ("valid", "test"):
+        if stage in m.metrics:
+            _print_metrics(f"bundle as shipped, {stage}", m.metrics[stage])
+    return 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from pocketrec.core.bundle import verify_bundle
+
+    manifest = verify_bundle(args.bundle_dir)
+    if args.json:
+        print(manifest.to_json())
+        return 0
+    print(f"{args.bundle_dir}: OK (every file's length and SHA-256 verified)")
+    print(f"model version {manifest.model_version}, created {manifest.created_at}")
+    print(
+        f"items {manifest.num_items}, user dim {manifest.user_dim}, state dim "
+        f"{manifest.state_dim}, model {manifest.model_dtype}, catalog {manifest.catalog_dtype}"
+    )
+    for name, entry in manifest.files.items():
+        print(f"  {name:<26} {entry.bytes:>12,} bytes  sha256 {entry.sha256[:16]}…")
+    for stage in ("valid", "test"):
+        if stage in manifest.metrics:
+            _print_metrics(stage, manifest.metrics[stage])
+    return 0
+
+
+_CONFIG_FLAGS = (
+    "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
+    "learning_rate", "max_epochs", "patience", "seed",
+)  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``pocketrec`` command (one sub-parser per command)."""
     parser = argparse.ArgumentParser(prog="pocketrec", description=__doc__.splitlines()[0])
@@ -69,6 +156,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("backends", help="list the top-k backends usable on this machine")
     info.set_defaults(func=_cmd_backends)
+
+    tr = sub.add_parser("train", help="train the interest model on a dataset")
+    tr.add_argument("--data", required=True, type=Path, help="dataset file or folder")
+    tr.add_argument("--format", default="auto", help="auto, recbole, sequences, pairs or csv")
+    tr.add_argument("--out", required=True, type=Path, help="model directory to write")
+    tr.add_argument("--loss", choices=("full", "sampled"), default="full", help="softmax kind")
+    tr.add_argument("--num-sampled", type=int, default=1000, help="negatives for --loss sampled")
+    for flag, kind in (
+        ("embedding-dim", int), ("hidden-dim", int), ("user-dim", int), ("dropout", float),
+        ("max-len", int), ("batch-size", int), ("learning-rate", float), ("max-epochs", int),
+        ("patience", int), ("seed", int),
+    ):  # fmt: skip
+        tr.add_argument(f"--{flag}", type=kind, default=None, help="override the default")
+    tr.set_defaults(func=_cmd_train)
+
+    cv = sub.add_parser("convert", help="export a trained model to an on-device bundle")
+    cv.add_argument("model_dir", type=Path, help="directory written by `pocketrec train`")
+    cv.add_argument("--out", required=True, type=Path, help="bundle directory to write")
+    cv.add_argument("--model-dtype", choices=("float32", "float16", "int8"), default="float32")
+    cv.add_argument("--catalog-dtype", choices=("float32", "int8"), default="float32")
+    cv.add_argument("--model-version", type=int, default=None, help="default: Unix time")
+    cv.add_argument("--force", action="store_true", help="replace an existing bundle")
+    cv.set_defaults(func=_cmd_convert)
+
+    ins = sub.add_parser("inspect", help="verify a bundle and print its manifest")
+    ins.add_argument("bundle_dir", type=Path)
+    ins.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    ins.set_defaults(func=_cmd_inspect)
     return parser
 
 
@@ -77,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args))
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError, FileExistsError, PocketrecError) as exc:
         print(f"pocketrec {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,242 @@
+"""Training the interest model: next-item prediction at every position of every training sequence.
+
+- Inputs: each kept user's training events (everything before the validation target), the last
+  ``max_len + 1`` of them; the model reads events ``0..T-2`` and predicts item ``t+1`` at each
+  position ``t``. Positions whose next event is negative feedback (dislike, dismiss) are not
+  targets, but those events are still inputs.
+- Loss: full-softmax cross-entropy over the whole catalog by default; ``loss="sampled"`` uses a
+  sampled softmax with ``num_sampled`` popularity-sampled negatives and the log-q correction (for
+  large catalogs).
+- Batches group sequences of similar length (less padding); batch order is shuffled per epoch.
+- Early stopping on validation NDCG@10 (full ranking, history excluded), restoring the best
+  epoch's weights. Seeds are fixed by the config.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import keras
+import numpy as np
+import numpy.typing as npt
+import tensorflow as tf
+
+from pocketrec.converter.model import InterestModel, ModelConfig
+from pocketrec.core.events import negative_mask
+from pocketrec.core.heldout import HeldOut, StageData
+from pocketrec.core.progress import Progress
+from pocketrec.core.split import Split
+from pocketrec.runtime.evaluation import evaluate_user_vectors
+
+Loss = Literal["full", "sampled"]
+EVAL_BATCH = 512
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Right-padded training windows ``[U, L]``: inputs, targets and target weights (0 = none)."""
+
+    items: npt.NDArray[np.int32]
+    events: npt.NDArray[np.int32]
+    targets: npt.NDArray[np.int32]
+    weights: npt.NDArray[np.float32]
+    lengths: npt.NDArray[np.int64]
+
+
+def training_windows(split: Split, max_len: int) -> Windows:
+    """One window per kept user with at least two training events."""
+    rows = []
+    for k in range(split.num_users):
+        items, events = split.history(k, "valid")
+        items, events = items[-(max_len + 1) :], events[-(max_len + 1) :]
+        if len(items) >= 2:
+            rows.append((items, events))
+    n, width = len(rows), max((len(r[0]) - 1 for r in rows), default=1)
+    out = Windows(
+        items=np.zeros((n, width), np.int32),
+        events=np.zeros((n, width), np.int32),
+        targets=np.zeros((n, width), np.int32),
+        weights=np.zeros((n, width), np.float32),
+        lengths=np.zeros(n, np.int64),
+    )
+    for r, (items, events) in enumerate(rows):
+        t = len(items) - 1
+        out.items[r, :t], out.events[r, :t] = items[:-1], events[:-1]
+        out.targets[r, :t] = items[1:]
+        out.weights[r, :t] = ~negative_mask(events[1:])
+        out.lengths[r] = t
+    return out
+
+
+def length_batches(
+    lengths: npt.NDArray[np.int64], batch: int, rng: np.random.Generator
+) -> list[npt.NDArray[np.int64]]:
+    """Row indices grouped by similar length (random among equals), batches in random order."""
+    order = np.lexsort((rng.random(len(lengths)), lengths))
+    batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+    rng.shuffle(batches)
+    return batches
+
+
+def user_vectors(
+    model: InterestModel, items: list[npt.NDArray[np.int32]], events: list[npt.NDArray[np.int8]]
+) -> npt.NDArray[np.float32]:
+    """User vectors ``[U, D + 1]`` after each whole history (inference mode, batched by length)."""
+    lengths = np.array([len(h) for h in items], dtype=np.int64)
+    if (lengths < 1).any():
+        raise ValueError("every history must have at least one event")
+    out = np.zeros((len(items), model.config.catalog_dim), dtype=np.float32)
+    order = np.argsort(lengths, kind="stable")
+    for start in range(0, len(order), EVAL_BATCH):
+        rows = order[start : start + EVAL_BATCH]
+        width = int(lengths[rows].max())
+        x_items = np.zeros((len(rows), width), np.int32)
+        x_events = np.zeros((len(rows), width), np.int32)
+        for r, row in enumerate(rows):
+            x_items[r, : lengths[row]] = items[row]
+            x_events[r, : lengths[row]] = events[row]
+        seq = model.sequence_model([x_items, x_events], training=False)
+        seq = keras.ops.convert_to_numpy(seq)
+        out[rows] = seq[np.arange(len(rows)), lengths[rows] - 1]
+    return out
+
+
+def evaluate_model(model: InterestModel, data: StageData) -> dict[str, float]:
+    """Metrics of the Keras model on ``data`` with the float32 catalog."""
+    users = user_vectors(model, data.items, data.events)
+    return evaluate_user_vectors(model.catalog(), users, data.targets, data.excluded)
+
+
+@dataclass
+class TrainingReport:
+    """What happened during training (saved as ``train_report.json``)."""
+
+    epochs: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+
+def _loss_fn(
+    model: InterestModel, loss: Loss, num_sampled: int, popularity: npt.NDArray[np.float64]
+) -> Callable[..., Any]:
+    out_emb, out_bias = model.out_emb, model.out_bias
+    num_items = model.config.num_items
+    unigrams = (popularity + 1.0).tolist()
+
+    def compute(users: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+        weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
+        if loss == "full" or num_sampled >= num_items:
+            logits = tf.matmul(users, weights, transpose_b=True)
+            return tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+            )
+        labels = tf.cast(tf.reshape(targets, (-1, 1)), tf.int64)
+        sampled = tf.random.fixed_unigram_candidate_sampler(
+            labels, 1, num_sampled, unique=True, range_max=num_items, unigrams=unigrams
+        )
+        return tf.reduce_mean(
+            tf.nn.sampled_softmax_loss(
+                weights=weights,
+                biases=tf.zeros((num_items,)),
+                labels=labels,
+                inputs=users,
+                num_sampled=num_sampled,
+                num_classes=num_items,
+                sampled_values=sampled,
+                remove_accidental_hits=True,
+            )
+        )
+
+    return compute
+
+
+def train(
+    split: Split,
+    config: ModelConfig,
+    *,
+    loss: Loss = "full",
+    num_sampled: int = 1000,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+) -> tuple[InterestModel, TrainingReport]:
+    """Train on ``split`` with early stopping on validation NDCG@10; returns the best model."""
+    start = time.perf_counter()
+    model = InterestModel(config)
+    windows = training_windows(split, config.max_len)
+    if len(windows.lengths) == 0:
+        raise ValueError("no user has two training events: nothing to train on")
+    valid = HeldOut.from_split(split).stage("valid")
+    popularity = np.bincount(windows.targets[windows.weights > 0], minlength=config.num_items)
+    compute_loss = _loss_fn(model, loss, num_sampled, popularity.astype(np.float64))
+    variables = (
+        model.sequence_model.trainable_weights
+        + model.out_emb.trainable_weights
+        + model.out_bias.trainable_weights
+    )
+    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    spec = tf.TensorSpec((None, None), tf.int32)
+
+    def step(
+        items: tf.Tensor, events: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor
+    ) -> tf.Tensor:
+        with tf.GradientTape() as tape:
+            users = model.sequence_model([items, events], training=True)
+            where = tf.where(weights > 0)
+            value = compute_loss(tf.gather_nd(users, where), tf.gather_nd(targets, where))
+        grads = tape.gradient(value, variables)
+        optimizer.apply(grads, variables)
+        return value
+
+    train_step = tf.function(
+        step,
+        input_signature=[spec, spec, spec, tf.TensorSpec((None, None), tf.float32)],
+        reduce_retracing=True,
+    )
+
+    rng = np.random.default_rng(config.seed)
+    report = TrainingReport()
+    best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
+    for epoch in range(1, config.max_epochs + 1):
+        batches = length_batches(windows.lengths, config.batch_size, rng)
+        losses = []
+        bar = Progress(f"epoch {epoch:>2}", total=len(batches)) if show_progress else None
+        for rows in batches:
+            width = int(windows.lengths[rows].max())
+            value = train_step(
+                windows.items[rows, :width],
+                windows.events[rows, :width],
+                windows.targets[rows, :width],
+                windows.weights[rows, :width],
+            )
+            losses.append(float(value))
+            if bar is not None:
+                bar.update(1, loss=float(np.mean(losses)))
+        metrics = evaluate_model(model, valid)
+        row = {
+            "epoch": float(epoch),
+            "loss": float(np.mean(losses)),
+            **{f"valid_{k}": v for k, v in metrics.items()},
+        }
+        report.epochs.append(row)
+        if bar is not None:
+            bar.close(hr10=metrics["hr@10"], ndcg10=metrics["ndcg@10"])
+        if on_epoch is not None:
+            on_epoch(row)
+        if metrics["ndcg@10"] > best_score:
+            best_score, waited = metrics["ndcg@10"], 0
+            best_weights = [v.numpy() for v in variables]
+            report.best_epoch, report.best_valid = epoch, metrics
+        else:
+            waited += 1
+            if waited >= config.patience:
+                report.stopped_early = True
+                break
+    for variable, value in zip(variables, best_weights, strict=True):
+        variable.assign(value)
+    report.seconds = time.perf_counter() - start
+    return model, report

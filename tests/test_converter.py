@@ -1,0 +1,229 @@
+"""Converter: training on a tiny synthetic dataset, TFLite export, parity gate, bundle round trip,
+corruption detection, and the train/convert/inspect command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the converter needs the `convert` extra")
+
+from pocketrec.cli import main
+from pocketrec.converter import model_dir
+from pocketrec.converter.export import ExportError, convert_step_model, export_bundle, parity_check
+from pocketrec.converter.model import InterestModel, ModelConfig
+from pocketrec.converter.training import evaluate_model, train
+from pocketrec.core import bundle as fmt
+from pocketrec.core import leave_one_out, synthetic, write_csv
+from pocketrec.core.errors import BundleError
+from pocketrec.core.heldout import HeldOut
+from pocketrec.core.metrics import popularity_baseline
+from pocketrec.native.int8 import Int8Items
+from pocketrec.runtime.bundle import open_bundle
+
+TINY = {
+    "embedding_dim": 16,
+    "hidden_dim": 32,
+    "user_dim": 16,
+    "max_epochs": 15,
+    "patience": 3,
+    "learning_rate": 5e-3,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model directory trained on a small synthetic dataset (a few seconds)."""
+    data = synthetic.generate(num_users=1200, num_items=150, seed=3)
+    split = leave_one_out(data)
+    model, report = train(split, ModelConfig(num_items=data.num_items, **TINY), show_progress=False)
+    out = tmp_path_factory.mktemp("model")
+    model_dir.save(out, model, data, split, report)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "f32"
+    export_bundle(trained, out, model_version=7)
+    return out
+
+
+def test_training_beats_popularity_on_synthetic_data(trained: Path) -> None:
+    loaded = model_dir.load(trained)
+    report = json.loads((trained / model_dir.REPORT).read_text())
+    assert report["best_epoch"] >= 1
+    assert report["epochs"][0]["loss"] > report["epochs"][report["best_epoch"] - 1]["loss"]
+    valid = loaded.heldout.stage("valid")
+    metrics = evaluate_model(loaded.model, valid)
+    assert metrics["ndcg@10"] == pytest.approx(report["best_valid"]["ndcg@10"], abs=1e-6)
+    data = synthetic.generate(num_users=1200, num_items=150, seed=3)
+    pop = popularity_baseline(leave_one_out(data), stage="valid")
+    assert metrics["hr@10"] > pop["hr@10"]
+    assert metrics["ndcg@10"] > pop["ndcg@10"]
+
+
+def test_bundle_round_trip(trained: Path, bundle_dir: Path) -> None:
+    loaded = model_dir.load(trained)
+    bundle = open_bundle(bundle_dir)
+    m = bundle.manifest
+    assert m.model_version == 7
+    assert (m.num_items, m.user_dim, m.state_dim) == (150, 17, 32)
+    assert m.event_types == ["view", "click", "purchase", "like", "dislike", "dismiss"]
+    assert isinstance(bundle.catalog, np.ndarray)
+    np.testing.assert_array_equal(bundle.catalog, loaded.model.catalog())
+    assert not bundle.catalog.flags.writeable  # memory-mapped read-only
+    np.testing.assert_array_equal(bundle.initial_user, loaded.model.initial_user())
+    assert bundle.items.ids == loaded.items.ids
+    assert bundle.titles == loaded.titles
+    assert bundle.titles is not None
+    assert all(isinstance(t, str) and t for t in bundle.titles)
+    for stage in ("valid", "test"):
+        assert 0.0 <= m.metrics[stage]["hr@10"] <= 1.0
+    assert m.metrics["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_step_model_replay_matches_keras_sequence_model(trained: Path, bundle_dir: Path) -> None:
+    loaded = model_dir.load(trained)
+    valid = loaded.heldout.stage("valid").subset(50)
+    result = parity_check(
+        loaded.model, (bundle_dir / fmt.STEP_MODEL).read_bytes(), valid, "float32"
+    )
+    assert result["max_abs_diff"] <= 1e-4
+    assert result["top10_overlap"] == 1.0
+
+
+def test_parity_gate_rejects_a_model_with_other_weights(trained: Path) -> None:
+    loaded = model_dir.load(trained)
+    other = InterestModel(ModelConfig(num_items=150, **{**TINY, "seed": 99}))
+    wrong = convert_step_model(other)
+    with pytest.raises(ExportError, match="parity check failed"):
+        parity_check(loaded.model, wrong, loaded.heldout.stage("valid").subset(20), "float32")
+
+
+@pytest.mark.parametrize(
+    ("model_dtype", "catalog_dtype"), [("float16", "float32"), ("int8", "int8")]
+)
+def test_quantized_variants(
+    trained: Path, tmp_path: Path, model_dtype: str, catalog_dtype: str
+) -> None:
+    result = export_bundle(
+        trained, tmp_path / "b", model_dtype=model_dtype, catalog_dtype=catalog_dtype
+    )
+    assert result.parity["top10_overlap"] >= 0.8
+    bundle = open_bundle(tmp_path / "b")
+    assert bundle.manifest.model_dtype == model_dtype
+    if catalog_dtype == "int8":
+        assert isinstance(bundle.catalog, Int8Items)
+        assert fmt.CATALOG not in result.sizes
+        assert result.sizes[fmt.CATALOG_INT8_CODES] < 150 * 17 + 200
+    f32_size = (Path(trained) / model_dir.WEIGHTS).stat().st_size
+    assert result.sizes[fmt.STEP_MODEL] < f32_size
+
+
+def test_export_refuses_to_overwrite_without_force(trained: Path, bundle_dir: Path) -> None:
+    with pytest.raises(FileExistsError, match="not empty"):
+        export_bundle(trained, bundle_dir)
+
+
+def _copy(bundle_dir: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "copy"
+    shutil.copytree(bundle_dir, dst)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda d: (d / fmt.MANIFEST).write_text("{not json"), "not valid JSON"),
+        (lambda d: (d / fmt.MANIFEST).unlink(), "no manifest"),
+        (lambda d: (d / fmt.STEP_MODEL).unlink(), "missing"),
+        (lambda d: (d / fmt.STEP_MODEL).write_bytes(b"x" * 10), "bytes, the manifest says"),
+        (lambda d: _flip_last_byte(d / fmt.CATALOG), "SHA-256 does not match"),
+        (lambda d: _edit_manifest(d, format_version=99), "format version 99 is not supported"),
+        (lambda d: _edit_manifest(d, catalog_dtype="bf16"), "unknown catalog_dtype"),
+        (lambda d: _edit_manifest(d, num_items=151), "expected float32 \\[151, 17\\]"),
+        (lambda d: _edit_manifest(d, model_version="7"), "'model_version' has the wrong type"),
+    ],
+)
+def test_corrupted_bundles_are_detected_naming_the_file(
+    bundle_dir: Path, tmp_path: Path, damage: object, message: str
+) -> None:
+    copy = _copy(bundle_dir, tmp_path)
+    damage(copy)  # type: ignore[operator]
+    with pytest.raises(BundleError, match=message):
+        open_bundle(copy)
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _edit_manifest(bundle: Path, **changes: object) -> None:
+    raw = json.loads((bundle / fmt.MANIFEST).read_text())
+    raw.update(changes)
+    (bundle / fmt.MANIFEST).write_text(json.dumps(raw))
+
+
+def test_heldout_round_trip(trained: Path, tmp_path: Path) -> None:
+    held = model_dir.load(trained).heldout
+    held.save(tmp_path / "h.npz")
+    again = HeldOut.load(tmp_path / "h.npz")
+    for stage in ("valid", "test"):
+        a, b = held.stage(stage), again.stage(stage)
+        np.testing.assert_array_equal(a.targets, b.targets)
+        for x, y in zip(a.items, b.items, strict=True):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_cli_train_convert_inspect(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = synthetic.generate(num_users=400, num_items=80, seed=5)
+    csv = tmp_path / "events.csv"
+    write_csv(data, csv)
+    model = tmp_path / "model"
+    args = ["train", "--data", str(csv), "--out", str(model), "--max-epochs", "2",
+            "--hidden-dim", "16", "--embedding-dim", "8", "--user-dim", "8"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "training wall time" in out
+    assert "best validation" in out
+    assert (
+        main(["convert", str(model), "--out", str(tmp_path / "b"), "--catalog-dtype", "int8"]) == 0
+    )
+    assert "parity vs Keras" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "b")]) == 0
+    assert "OK (every file's length and SHA-256 verified)" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "b"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["catalog_dtype"] == "int8"
+
+
+def test_cli_reports_bad_input_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    assert main(["train", "--data", str(empty), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "error:" in err
+    assert "Traceback" not in err
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "no manifest" in capsys.readouterr().err
+    assert main(["convert", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
+    assert "not a trained-model directory" in capsys.readouterr().err
+
+
+def test_runtime_import_does_not_pull_tensorflow() -> None:
+    code = (
+        "import sys, pocketrec, pocketrec.runtime, pocketrec.runtime.bundle, pocketrec.cli\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
