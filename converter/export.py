@@ -164,6 +164,7 @@ def export_bundle(
     parity = parity_check(model, tflite, valid.subset(PARITY_USERS), model_dtype)
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
     try:
         (staging / fmt.STEP_MODEL).write_bytes(tflite)
         _write_catalog(staging, model.catalog(), catalog_dtype)

@@ -227,3 +227,14 @@ def test_runtime_import_does_not_pull_tensorflow() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sampled_softmax_option_trains() -> None:
+    data = synthetic.generate(num_users=800, num_items=150, seed=4)
+    split = leave_one_out(data)
+    config = ModelConfig(num_items=data.num_items, **{**TINY, "max_epochs": 10})
+    _model, report = train(split, config, loss="sampled", num_sampled=100, show_progress=False)
+    losses = [row["loss"] for row in report.epochs]
+    assert losses[-1] < losses[0]
+    pop = popularity_baseline(split, stage="valid")
+    assert report.best_valid["hr@10"] > pop["hr@10"]
