@@ -6,7 +6,8 @@ The public facade. Subpackages: ``pocketrec.core`` (shared ids, data, metrics),
 """
 
 from pocketrec.native import Int8Items, backends, quantize_int8, topk
+from pocketrec.runtime import Recommender
 
 __version__ = "0.1.0"
 
-__all__ = ["Int8Items", "__version__", "backends", "quantize_int8", "topk"]
+__all__ = ["Int8Items", "Recommender", "__version__", "backends", "quantize_int8", "topk"]

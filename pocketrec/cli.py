@@ -6,6 +6,7 @@ Commands:
   pocketrec train      train the interest model on a dataset (needs the `convert` extra)
   pocketrec convert    export a trained model to a verified on-device bundle
   pocketrec inspect    verify a bundle and print its manifest
+  pocketrec evaluate   replay held-out users event by event through the on-device Recommender
 
 TensorFlow is imported only by `train` and `convert`.
 """
@@ -13,6 +14,7 @@ TensorFlow is imported only by `train` and `convert`.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +25,7 @@ import numpy as np
 from pocketrec import __version__
 from pocketrec.core.errors import PocketrecError
 from pocketrec.native import backends, quantize_int8, registry, topk
+from pocketrec.runtime.feedback import DEFAULT_DEMOTION
 
 
 def _cmd_backends(_args: argparse.Namespace) -> int:
@@ -60,8 +63,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_metrics(label: str, metrics: dict[str, float]) -> None:
-    keys = [f"{m}@{k}" for k in (5, 10, 20) for m in ("hr", "ndcg")] + ["coverage@10", "mrr"]
+def _print_metrics(label: str, metrics: dict[str, float], ks: Sequence[int] = (5, 10, 20)) -> None:
+    keys = [f"{m}@{k}" for k in ks for m in ("hr", "ndcg")] + ["coverage@10", "mrr"]
     print(f"{label}: " + "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics))
 
 
@@ -134,6 +137,48 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pocketrec.core import load
+    from pocketrec.core.bundle import read_manifest
+    from pocketrec.core.metrics import DEFAULT_KS
+    from pocketrec.runtime import Recommender
+    from pocketrec.runtime.replay import replay_evaluate
+
+    if args.k < 1:
+        raise ValueError(f"--k must be >= 1, got {args.k}")
+    rec = Recommender.open(args.bundle_dir, backend=args.backend, demotion=args.demotion)
+    data, report = load(args.data, format=args.format)
+    if report.total_skipped:
+        print(report.summary(), file=sys.stderr)
+    ks = sorted({*DEFAULT_KS, args.k})
+    result = replay_evaluate(rec, data, ks=ks)
+    if result.skipped_users:
+        print(
+            f"{result.skipped_users:,} users skipped: their target is not in the catalog",
+            file=sys.stderr,
+        )
+    if args.json:
+        out = {**result.metrics, "users": result.users, "model_version": result.model_version}
+        print(json.dumps(out, sort_keys=True))
+        return 0
+    info = rec.info()
+    print(
+        f"replayed {result.users:,} test users ({result.events:,} events, "
+        f"{result.unknown_events:,} on items not in the catalog) through Recommender in "
+        f"{result.seconds:.1f} s: bundle version {result.model_version}, catalog "
+        f"{info['catalog_dtype']}, interpreter {info['interpreter']}, backend {info['backend']}, "
+        f"demotion {args.demotion:g}"
+    )
+    _print_metrics("replayed, test", result.metrics, ks)
+    offline = read_manifest(args.bundle_dir).metrics.get("test", {})
+    common = [key for key in result.metrics if key in offline]
+    if common:
+        diff = max(abs(result.metrics[key] - float(offline[key])) for key in common)
+        verdict = "equal within 1e-6" if diff <= 1e-6 else "DIFFERENT (other data or demotion?)"
+        print(f"the bundle's offline test metrics (converter): {verdict}, max |diff| {diff:.2g}")
+    return 0
+
+
 _CONFIG_FLAGS = (
     "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
     "learning_rate", "max_epochs", "patience", "seed",
@@ -184,6 +229,24 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("bundle_dir", type=Path)
     ins.add_argument("--json", action="store_true", help="print the manifest as JSON")
     ins.set_defaults(func=_cmd_inspect)
+
+    ev = sub.add_parser(
+        "evaluate", help="replay held-out users event by event through the on-device Recommender"
+    )
+    ev.add_argument("bundle_dir", type=Path)
+    ev.add_argument("--data", required=True, type=Path, help="dataset file or folder")
+    ev.add_argument("--format", default="auto", help="auto, recbole, sequences, pairs or csv")
+    ev.add_argument("--k", type=int, default=10, help="cut-off reported besides 5, 10 and 20")
+    ev.add_argument(
+        "--demotion",
+        type=float,
+        default=0.0,
+        help="negative-feedback demotion λ (default 0: the converter's offline protocol; the "
+        f"device default is {DEFAULT_DEMOTION:g})",
+    )
+    ev.add_argument("--backend", default="auto", help="auto, c, numba or numpy (default auto)")
+    ev.add_argument("--json", action="store_true", help="print one JSON object")
+    ev.set_defaults(func=_cmd_evaluate)
     return parser
 
 

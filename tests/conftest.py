@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,3 +23,96 @@ def shared_data() -> Path:
             pytest.fail(reason)
         pytest.skip(reason)
     return folder
+
+
+# --------------------------------------------------------------------------- runtime bundles
+
+RUNTIME_BUNDLES_ENV = "POCKETREC_TEST_BUNDLES"
+"""A directory holding the runtime tests' bundles: read when complete, else built into it (so the
+first CI leg, with TensorFlow, leaves them for the runtime leg that has no TensorFlow)."""
+
+
+class RuntimeBundles:
+    """Bundles exported by the converter for the runtime tests, under ``root``:
+
+    - ``f32``, ``int8``: one tiny model trained on :attr:`data` (model version 1), float32 and
+      int8 catalogs; their manifests hold the converter's offline test metrics.
+    - ``v2``: another model (model version 2) trained on other data whose catalog lacks the items
+      ``i00120`` and up, for ``replace_bundle``.
+    - ``events.csv``: the synthetic data ``f32``/``int8`` were trained on (``pocketrec evaluate``).
+    """
+
+    NAMES = ("f32", "int8", "v2")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.f32, self.int8, self.v2 = (root / name for name in self.NAMES)
+        self.data = root / "events.csv"
+
+    def complete(self) -> bool:
+        return self.data.is_file() and all((p / "manifest.json").is_file() for p in self._dirs())
+
+    def _dirs(self) -> tuple[Path, Path, Path]:
+        return self.f32, self.int8, self.v2
+
+    def build(self, work: Path) -> None:
+        """Train and export the bundles (needs TensorFlow; about 10 s)."""
+        from pocketrec.converter import model_dir
+        from pocketrec.converter.export import export_bundle
+        from pocketrec.converter.model import ModelConfig
+        from pocketrec.converter.training import train
+        from pocketrec.core import leave_one_out, synthetic, write_csv
+
+        tiny = {"embedding_dim": 16, "hidden_dim": 32, "user_dim": 16, "learning_rate": 5e-3}
+        plans = [
+            ("v1", synthetic.generate(num_users=1200, num_items=150, seed=3), 10, 0),
+            ("v2", synthetic.generate(num_users=500, num_items=120, seed=11), 3, 1),
+        ]
+        for name, data, epochs, seed in plans:
+            split = leave_one_out(data)
+            config = ModelConfig(
+                num_items=data.num_items, max_epochs=epochs, patience=3, seed=seed, **tiny
+            )
+            model, report = train(split, config, show_progress=False)
+            model_dir.save(work / name, model, data, split, report)
+        self.root.mkdir(parents=True, exist_ok=True)
+        export_bundle(work / "v1", self.f32, model_version=1, overwrite=True)
+        export_bundle(work / "v1", self.int8, model_version=1, catalog_dtype="int8", overwrite=True)
+        export_bundle(work / "v2", self.v2, model_version=2, overwrite=True)
+        write_csv(plans[0][1], self.data)
+
+
+@pytest.fixture(scope="session")
+def runtime_bundles(tmp_path_factory: pytest.TempPathFactory) -> RuntimeBundles:
+    """The runtime tests' bundles: from ``$POCKETREC_TEST_BUNDLES`` when it holds them, else built
+    with the converter (into that directory when it is set)."""
+    import importlib.util
+
+    where = os.environ.get(RUNTIME_BUNDLES_ENV)
+    bundles = RuntimeBundles(Path(where) if where else tmp_path_factory.mktemp("bundles"))
+    if not bundles.complete():
+        if importlib.util.find_spec("tensorflow") is None:
+            pytest.fail(
+                f"no runtime test bundles in {bundles.root} and no TensorFlow to build them: run "
+                f"the runtime tests once with TensorFlow and {RUNTIME_BUNDLES_ENV}={bundles.root}"
+            )
+        bundles.build(tmp_path_factory.mktemp("models"))
+    return bundles
+
+
+@pytest.fixture(scope="session")
+def replay_vector() -> Any:
+    """``replay_vector(bundle_dir, events)``: the user vector float32 ``[D + 1]`` after replaying
+    ``events`` (``(item_id, event_name)`` pairs; items not in the catalog skipped) through the
+    bundle's step model directly, or its ``initial_user`` when none is left."""
+    from pocketrec.core.events import event_code
+    from pocketrec.runtime.bundle import open_bundle
+
+    def replay(bundle_dir: Path, events: list[tuple[str, str]]) -> Any:
+        bundle = open_bundle(bundle_dir)
+        known = [(bundle.items.get(i, None), event_code(e)) for i, e in events]
+        known = [(i, e) for i, e in known if i is not None]
+        _state, user = bundle.step.replay([i for i, _ in known], [e for _, e in known])
+        return bundle.initial_user if user is None else user
+
+    return replay

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -63,10 +64,11 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.S)
     assert blocks, "README.md has no python example"
-    np.save(
-        tmp_path / "catalog.npy",
-        np.random.default_rng(1).standard_normal((500, 32)).astype(np.float32),
-    )
+    catalog = np.random.default_rng(1).standard_normal((500, 32)).astype(np.float32)
+    np.save(tmp_path / "catalog.npy", catalog)
+    # The embedding example opens "bundles/beauty": the committed format fixture stands in for it.
+    fixture = README.parent / "tests" / "fixtures" / "bundle_v1"
+    shutil.copytree(fixture, tmp_path / "bundles" / "beauty")
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})

@@ -222,7 +222,7 @@ def test_cli_reports_bad_input_without_a_traceback(
 
 def test_runtime_import_does_not_pull_tensorflow() -> None:
     code = (
-        "import sys, pocketrec, pocketrec.runtime, pocketrec.runtime.bundle, pocketrec.cli\n"
+        "import sys, pocketrec, pocketrec.runtime, pocketrec.runtime.replay, pocketrec.cli\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras'))\n"
         "assert not bad, bad\n"
     )

@@ -1,0 +1,165 @@
+"""Per-user state: the step model's state and user vector, what the user consumed and rejected, the
+negative-feedback directions, and a bounded buffer of recent events for replay.
+
+The vectors and masks are expressed in the index space of one :class:`ServedBundle` (``served``);
+:meth:`UserState.attach` rebuilds them for another bundle by replaying the recent events through
+its step model. Consumed and rejected items are also kept as external ids, so they survive a
+bundle change in full (the vector is rebuilt from the last ``recent_events`` events only).
+
+Thread safety: a ``UserState`` is not thread-safe by itself; every caller holds ``lock``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from pocketrec.core.events import NEGATIVE_EVENTS
+from pocketrec.runtime.feedback import (
+    DEFAULT_CAPACITY,
+    DEFAULT_DECAY,
+    RejectedDirections,
+    rejection_direction,
+)
+from pocketrec.runtime.serving import ServedBundle
+
+_NEGATIVE_CODES = frozenset(int(e) for e in NEGATIVE_EVENTS)  # a set lookup: per-event path
+
+DEFAULT_RECENT_EVENTS = 200
+"""Events kept per user for replay when the bundle is replaced."""
+
+
+@dataclass(frozen=True)
+class ObservedEvent:
+    """One event as observed: external item id, event code, Unix time (s), the app's context."""
+
+    item_id: str
+    event: int
+    ts: float
+    context: Mapping[str, Any] | None = None
+
+
+class UserState:
+    """One user's state (see the module docstring). Every method needs ``lock`` held."""
+
+    def __init__(
+        self,
+        *,
+        recent_events: int = DEFAULT_RECENT_EVENTS,
+        feedback: int = DEFAULT_CAPACITY,
+        decay: float = DEFAULT_DECAY,
+    ) -> None:
+        self.lock = threading.Lock()
+        self.served: ServedBundle | None = None
+        self.recent: deque[ObservedEvent] = deque(maxlen=recent_events)
+        self.observed = 0  # events observed since the last reset, known items or not
+        self._state: npt.NDArray[np.float32] | None = None  # [H]
+        self._user: npt.NDArray[np.float32] | None = None  # [D + 1]; None: no known event yet
+        self._seen_ids: set[str] = set()
+        self._rejected_ids: dict[str, int] = {}  # -> event ordinal; insertion order = recency
+        self._seen: npt.NDArray[np.bool_] | None = None  # [N], allocated on first known item
+        self._rejected: npt.NDArray[np.bool_] | None = None
+        self._directions = RejectedDirections(feedback, decay)
+
+    def attach(self, served: ServedBundle) -> None:
+        """Rebuild everything for ``served``: the recent events are replayed through its step
+        model (items it does not hold are skipped) and the masks rebuilt from the ids."""
+        state, user = served.initial_state(), None
+        model = served.step_model()
+        for event in self.recent:
+            index = served.index(event.item_id)
+            if index is not None:
+                state, user = model.step(index, event.event, state)
+        self.served = served
+        self._state, self._user = (state, user) if user is not None else (None, None)
+        self._seen = self._rejected = None
+        if self._seen_ids or self._rejected_ids:
+            seen, rejected = self._masks(served)
+            seen[served.indices(self._seen_ids)] = True
+            rejected[served.indices(self._rejected_ids)] = True
+        self._directions.clear()
+        capacity = self._directions.capacity
+        for item_id in list(self._rejected_ids)[-capacity:] if capacity else ():
+            index = served.index(item_id)
+            if index is not None:
+                direction = rejection_direction(served.item_row(index))
+                self._directions.add(item_id, direction, self._rejected_ids[item_id])
+
+    def apply(self, event: ObservedEvent) -> bool:
+        """Apply one event (one step-model call); ``False`` when the catalog does not hold the
+        item: then only the event buffer and the consumed/rejected ids change."""
+        served = self.served
+        assert served is not None, "attach() first"
+        index = served.index(event.item_id)
+        if index is not None:
+            state = self._state if self._state is not None else served.initial_state()
+            self._state, self._user = served.step_model().step(index, event.event, state)
+        self.recent.append(event)
+        self.observed += 1
+        negative = event.event in _NEGATIVE_CODES
+        if negative:
+            self._rejected_ids.pop(event.item_id, None)  # re-insert: most recent last
+            self._rejected_ids[event.item_id] = self.observed
+        else:
+            self._seen_ids.add(event.item_id)
+            self._rejected_ids.pop(event.item_id, None)  # engaging with it withdraws a rejection
+        if index is None:
+            return False
+        seen, rejected = self._masks(served)
+        if negative:
+            rejected[index] = True
+            direction = rejection_direction(served.item_row(index))
+            self._directions.add(event.item_id, direction, self.observed)
+        else:
+            seen[index] = True
+            rejected[index] = False
+            self._directions.discard(event.item_id)
+        return True
+
+    def user_vector(self) -> npt.NDArray[np.float32]:
+        """float32 ``[D + 1]`` (a copy): the step model's last output, or the bundle's
+        ``initial_user`` before any known event."""
+        assert self.served is not None, "attach() first"
+        vector: npt.NDArray[np.float32] = (
+            np.array(self.served.bundle.initial_user, dtype=np.float32)
+            if self._user is None
+            else self._user.copy()
+        )
+        return vector
+
+    def query(self, demotion: float) -> npt.NDArray[np.float32]:
+        """The user vector after negative-feedback demotion (``pocketrec.runtime.feedback``)."""
+        return self._directions.apply(self.user_vector(), demotion, self.observed)
+
+    def exclusion(self, *, exclude_seen: bool) -> npt.NDArray[np.bool_]:
+        """A new bool ``[N]``: unavailable and rejected items, plus consumed ones if asked."""
+        assert self.served is not None, "attach() first"
+        mask: npt.NDArray[np.bool_] = self.served.unavailable.copy()
+        if self._rejected is not None:
+            np.logical_or(mask, self._rejected, out=mask)
+        if exclude_seen and self._seen is not None:
+            np.logical_or(mask, self._seen, out=mask)
+        return mask
+
+    def clear(self) -> None:
+        """Forget everything (the user starts again from ``initial_user``)."""
+        self.recent.clear()
+        self.observed = 0
+        self._state = self._user = None
+        self._seen_ids.clear()
+        self._rejected_ids.clear()
+        self._seen = self._rejected = None
+        self._directions.clear()
+
+    def _masks(self, served: ServedBundle) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
+        """The consumed and rejected masks bool ``[N]``, allocated on first use."""
+        if self._seen is None or self._rejected is None:
+            self._seen = np.zeros(served.num_items, dtype=bool)
+            self._rejected = np.zeros(served.num_items, dtype=bool)
+        return self._seen, self._rejected
