@@ -39,3 +39,29 @@ class DataFormatError(PocketrecError, ValueError):
 
 class BundleError(PocketrecError, ValueError):
     """A bundle directory is incomplete, corrupted or of an unsupported format (names the file)."""
+
+
+class StorageError(PocketrecError, RuntimeError):
+    """The device store could not do what was asked: its file cannot be opened or read, is locked
+    by another process for too long, is not a pocketrec store, or the store is closed. The message
+    names the file and the cause. Bad arguments raise ``ValueError`` instead, before anything is
+    written."""
+
+
+class StorageFullError(StorageError):
+    """The disk, or the store's own size limit, has no room left: the write was rolled back and
+    nothing stored earlier was lost. Writing works again once space returns."""
+
+
+class SchemaTooNewError(StorageError):
+    """The store file was written by a newer pocketrec (a higher schema version than this build
+    knows). It is refused, and left unchanged, rather than altered by older code."""
+
+    def __init__(self, path: str, found: int, supported: int) -> None:
+        super().__init__(
+            f"{path}: schema version {found} was written by a newer pocketrec; this build reads "
+            f"versions up to {supported}. The file was not changed; upgrade pocketrec to open it"
+        )
+        self.path = path
+        self.found = found
+        self.supported = supported

@@ -1,1 +1,43 @@
-"""pocketrec.storage."""
+"""pocketrec.storage: the device's durable SQLite store.
+
+One file holds the event log / upload outbox, per-user model state, the catalog cache and the
+installed bundles; :class:`Store` is the entry point (``Store.open(path)``). See
+``pocketrec.storage.store`` for the guarantees and ``pocketrec.storage.schema`` for the tables.
+"""
+
+from pocketrec.core.errors import SchemaTooNewError, StorageError, StorageFullError
+from pocketrec.storage.bundles import BundleRecord
+from pocketrec.storage.catalog import CatalogItem, CatalogUpdate
+from pocketrec.storage.events import (
+    EVENT_OVERHEAD_BYTES,
+    MAX_EVENT_BYTES,
+    Batch,
+    Event,
+    NewEvent,
+    OutboxStats,
+)
+from pocketrec.storage.privacy import Erasure
+from pocketrec.storage.schema import SCHEMA_VERSION
+from pocketrec.storage.state import UserState
+from pocketrec.storage.store import Store
+from pocketrec.storage.validation import MAX_ID_BYTES
+
+__all__ = [
+    "EVENT_OVERHEAD_BYTES",
+    "MAX_EVENT_BYTES",
+    "MAX_ID_BYTES",
+    "SCHEMA_VERSION",
+    "Batch",
+    "BundleRecord",
+    "CatalogItem",
+    "CatalogUpdate",
+    "Erasure",
+    "Event",
+    "NewEvent",
+    "OutboxStats",
+    "SchemaTooNewError",
+    "StorageError",
+    "StorageFullError",
+    "Store",
+    "UserState",
+]

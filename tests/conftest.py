@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from pocketrec.storage import Store
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +119,13 @@ def replay_vector() -> Any:
         return bundle.initial_user if user is None else user
 
     return replay
+
+
+# --------------------------------------------------------------------------- storage
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    """A fresh device store (durability FULL) in a real SQLite file, closed after the test."""
+    with Store.open(tmp_path / "store.sqlite") as opened:
+        yield opened
