@@ -15,7 +15,11 @@ purchases, likes and 5% dismissals, so demotion and the masks are exercised):
 - ``observe()`` + ``recommend(k=10)`` end to end, p50 / p99;
 - the breakdown of the same calls: ``observe`` (one step-model call + state), the ranking's query
   and filters (user lock, demotion, exclusion mask), scoring (the top-k kernel), id lookup;
-  logging to a db is not measured (no db can be attached yet: storage is not wired);
+- ``observe()`` with a device store attached (``db=``: the event appended to the log and the
+  user's state saved, one transaction per event), for durability ``"full"`` (one fsync per
+  event) and ``"normal"``, next to the same ``observe()`` without a db, on the same bundle and
+  events; the store file is a fresh one in ``--db-dir`` (default: the system's temporary folder;
+  put it on the disk you care about, a tmpfs hides the fsync cost);
 - the step model alone through its signature runner, and the raw interpreter path
   (``set_tensor`` x3 + ``invoke`` + ``get_tensor`` on a plain interpreter);
 - ``import pocketrec.runtime`` time and the resident memory of a process serving each bundle
@@ -24,7 +28,8 @@ purchases, likes and 5% dismissals, so demotion and the masks are exercised):
 Needs TensorFlow to build the bundle (``pip install -e '.[convert]'``); faiss (optional) adds a
 reference row. Run from the repository root:
 
-    python bench/bench_runtime.py [--events 3000] [--items 100000] [--bundles DIR]
+    python bench/bench_runtime.py [--events 3000] [--db-events 1000] [--items 100000]
+        [--bundles DIR] [--db-dir DIR]
 
 ``--bundles DIR`` keeps the built bundles there and reuses them on the next run. Machines are
 shared and noisy: compare percentiles over thousands of events, never single timings.
@@ -55,6 +60,8 @@ from pocketrec.core.idmap import IdMap
 from pocketrec.native import quantize_int8
 from pocketrec.runtime import Recommender
 from pocketrec.runtime.interpreter import make_interpreter
+from pocketrec.storage import Store
+from pocketrec.storage.connection import Durability
 
 D = 64
 H = 64
@@ -206,6 +213,25 @@ def time_loop(call: Callable[[int], Any], count: int) -> list[int]:
     return samples
 
 
+def time_observe_with_db(
+    bundle_dir: Path, stream: list[tuple[str, str]], durability: Durability | None, db_dir: Path
+) -> dict[str, list[int]]:
+    """``observe`` back to back with a fresh store of ``durability`` attached (``None``: no db,
+    the reference), then ``observe`` + ``recommend`` on the same recommender."""
+    with tempfile.TemporaryDirectory(dir=db_dir) as tmp:
+        store = None
+        if durability is not None:
+            store = Store.open(Path(tmp) / "device.sqlite", durability=durability)
+        with Recommender.open(bundle_dir, db=store) as rec:
+            count = len(stream) - WARM_UP
+            alone = time_loop(lambda n: rec.observe(*stream[n], user="db"), count)
+            e2e = time_end_to_end(rec, stream)
+        if store is not None:
+            assert store.load_state("db") is not None
+            store.close()
+    return {"observe": alone, "observe + recommend": e2e["total"]}
+
+
 def time_interpreter(bundle_dir: Path, count: int) -> dict[str, list[int]]:
     """The step model through the signature runner, and the raw interpreter path."""
     rec = Recommender.open(bundle_dir)
@@ -297,6 +323,14 @@ def import_seconds(runs: int = 7) -> float:
 # --------------------------------------------------------------------------- report
 
 
+DB_ROWS: tuple[tuple[Durability | None, str], ...] = (
+    (None, "no db"),
+    ("full", "db durability full"),
+    ("normal", "db durability normal"),
+)
+"""The ``observe()`` rows with a device store: durability (``None``: no db) and label."""
+
+
 def table(head: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -327,7 +361,9 @@ def report(
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}; "
         f"interpreter {info['interpreter']}, top-k backend {info['backend']}; N = {items:,}, "
         f"D + 1 = {D + 1}, H = {H}, k = {K}; {count:,} timed events per catalog after "
-        f"{WARM_UP} warm-up, one user, 5% dismissals"
+        f"{WARM_UP} warm-up, one user, 5% dismissals; db rows: "
+        f"{len(f32['db']['full']['observe']):,} timed events each, a fresh store file in "
+        f"{f32['db_dir']}"
     )
     lines: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("observe() + recommend(k=10)", lambda r: pcts(r["e2e"]["total"])),
@@ -337,8 +373,25 @@ def report(
             (f"  breakdown: {part}", lambda r, part=part: pcts(r["parts"][part]))
             for part in f32["parts"]
         ],
-        ("  breakdown: logging to a db", lambda r: "n/a (no db can be attached yet)"),
         ("observe() alone, back to back", lambda r: pcts(r["alone"], 4)),
+        *[
+            (f"observe() alone, {label}", lambda r, key=key: pcts(r["db"][key]["observe"], 4))
+            for key, label in DB_ROWS
+        ],
+        *[
+            (
+                f"observe() + recommend(k=10), {label}",
+                lambda r, key=key: pcts(r["db"][key]["observe + recommend"]),
+            )
+            for key, label in DB_ROWS
+        ],
+        (
+            "  db logging + state save per event (p50 with - without), full / normal",
+            lambda r: " / ".join(
+                f"{_ms(r['db'][k]['observe'], 50) - _ms(r['db'][None]['observe'], 50):.3f}"
+                for k in ("full", "normal")
+            ),
+        ),
         ("step model alone (StepModel.step)", lambda r: pcts(r["interp"]["runner"], 4)),
         (
             "raw interpreter: set_tensor x3 + invoke + get_tensor",
@@ -388,6 +441,10 @@ def report(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=3000, help="timed events per catalog")
+    parser.add_argument(
+        "--db-events", type=int, default=1000, help="timed events per db setting and catalog"
+    )
+    parser.add_argument("--db-dir", type=Path, default=None, help="folder for the store files")
     parser.add_argument("--items", type=int, default=100_000, help="catalog size N")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bundles", type=Path, default=None, help="keep/reuse bundles here")
@@ -407,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"building the bundles (N = {args.items:,}, D = {D}, H = {H}) ...", file=sys.stderr)
     bundles = build_bundles(args.bundles, args.items, args.seed)
 
+    db_dir = args.db_dir or Path(tempfile.gettempdir())
     results: dict[str, dict[str, Any]] = {}
     for dtype, path in bundles.items():
         rec = Recommender.open(path)
@@ -420,8 +478,13 @@ def main(argv: list[str] | None = None) -> int:
             "parts": time_breakdown(rec, stream),
             "alone": time_observe_alone(rec, stream),
             "interp": time_interpreter(path, args.events),
+            "db": {
+                key: time_observe_with_db(path, stream[: args.db_events + WARM_UP], key, db_dir)
+                for key, _ in DB_ROWS
+            },
             "rss": child(["--serve-rss", str(path)]),
             "catalog_mb": catalog_mb,
+            "db_dir": db_dir,
         }
     faiss_ns = time_faiss(bundles["float32"], args.events)
     imports = import_seconds()

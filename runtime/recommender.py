@@ -7,6 +7,18 @@ Thread-safety design: one lock per user, held while that user's state is read or
 reference swapped atomically by :meth:`Recommender.replace_bundle`, read under the user's lock, so
 a user's state is never mixed from two bundles. The kernel runs outside the lock on the bundle
 the call started with. Each thread gets its own TFLite interpreter (they are not thread-safe).
+
+Persistence (``db=``, a :class:`pocketrec.storage.Store` or its path): every ``observe`` logs the
+event and saves the user's state (state vector, user vector, the bundle's model version, the
+event count since the last reset) in one store transaction, before the in-memory state changes,
+so a failed write (``ValueError`` from the store's checks, ``StorageError``) changes nothing. A
+user is restored on first use: the saved vectors when their model version is the bundle's (the
+same interest vector, bit for bit), else rebuilt by replaying the user's last ``recent_events``
+logged events through the current step model (and saved again). The event buffer and the
+consumed/rejected items are always rebuilt from the log: the user's last ``event_count`` logged
+events (those since the last reset), exactly as ``observe`` recorded them. Events that were not
+logged (after ``Store.opt_out``, dropped by the outbox caps, erased, past retention) are missing
+from that rebuild; the saved vectors are not affected.
 """
 
 from __future__ import annotations
@@ -19,7 +31,8 @@ import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -31,7 +44,10 @@ from pocketrec.runtime.bundle import open_bundle
 from pocketrec.runtime.feedback import DEFAULT_CAPACITY, DEFAULT_DECAY, DEFAULT_DEMOTION
 from pocketrec.runtime.ranking import Ranking, apply_call_filters, check_ids
 from pocketrec.runtime.serving import ServedBundle
-from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, ObservedEvent, UserState
+from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, Advance, ObservedEvent, UserState
+
+if TYPE_CHECKING:
+    from pocketrec.storage import Store
 
 logger = logging.getLogger("pocketrec.runtime")
 
@@ -58,8 +74,11 @@ class Recommender:
         recent_events: int = DEFAULT_RECENT_EVENTS,
         feedback_items: int = DEFAULT_CAPACITY,
         feedback_decay: float = DEFAULT_DECAY,
+        store: Store | None = None,
+        owns_store: bool = False,
     ) -> None:
-        """Prefer :meth:`open`. ``served``: the bundle to serve (see ``open`` for the rest)."""
+        """Prefer :meth:`open`. ``served``: the bundle to serve; ``store``: the device store
+        (closed by :meth:`close` when ``owns_store``); see ``open`` for the rest."""
         if not (math.isfinite(demotion) and demotion >= 0):
             raise ValueError(f"demotion must be a finite number >= 0, got {demotion!r}")
         if recent_events < 1 or feedback_items < 0 or not 0 <= feedback_decay <= 1:
@@ -76,12 +95,17 @@ class Recommender:
         self._users: dict[str, UserState] = {}
         self._users_lock = threading.Lock()  # guards the dict (creating a user)
         self._admin_lock = threading.Lock()  # serialises replace_bundle and set_available
+        self._store = store
+        self._owns_store = owns_store
+        if store is not None:
+            self._unavailable_ids.update(store.unavailable_items())
+            served.set_unavailable(self._unavailable_ids)
 
     @classmethod
     def open(
         cls,
         bundle_dir: str | os.PathLike[str],
-        db: str | os.PathLike[str] | None = None,
+        db: str | os.PathLike[str] | Store | None = None,
         backend: str = "auto",
         *,
         demotion: float = DEFAULT_DEMOTION,
@@ -95,24 +119,53 @@ class Recommender:
             bundle_dir: a bundle written by ``pocketrec convert``; every file's length and
                 SHA-256 is checked before anything reaches the interpreter (``BundleError``
                 naming the file otherwise). The catalog is memory-mapped.
-            db: a storage path to keep the state across restarts: not available yet
-                (``ValueError`` unless ``None``).
+            db: the device store that keeps the users' state across restarts (module
+                docstring): a path (a :class:`pocketrec.storage.Store` is opened with its
+                defaults, durability ``"full"``, and closed by :meth:`close`) or an open
+                ``Store`` (shared: the caller closes it, after this recommender). The items
+                its catalog cache marks unavailable start unavailable. ``None``: state lives in
+                memory only.
             backend: top-k backend, ``"auto"``, ``"c"``, ``"numba"`` or ``"numpy"``.
             demotion: ``λ`` of the negative-feedback demotion (0 switches it off).
             recent_events: events kept per user to rebuild its state on :meth:`replace_bundle`.
             feedback_items: how many recent rejections per user demote similar items.
             feedback_decay: a rejection's demotion is multiplied by this for every later event.
         """
-        if db is not None:
-            raise ValueError("db persistence needs pocketrec.storage (not available yet)")
-        return cls(
-            ServedBundle(open_bundle(Path(bundle_dir))),
-            backend=backend,
-            demotion=demotion,
-            recent_events=recent_events,
-            feedback_items=feedback_items,
-            feedback_decay=feedback_decay,
-        )
+        served = ServedBundle(open_bundle(Path(bundle_dir)))
+        store, owns = _open_store(db)
+        try:
+            return cls(
+                served,
+                backend=backend,
+                demotion=demotion,
+                recent_events=recent_events,
+                feedback_items=feedback_items,
+                feedback_decay=feedback_decay,
+                store=store,
+                owns_store=owns,
+            )
+        except BaseException:
+            if owns and store is not None:
+                store.close()
+            raise
+
+    def close(self) -> None:
+        """Close the store if this recommender opened it from a path (a ``Store`` passed in is
+        left open); the in-memory state stays readable. Call it once no other thread uses the
+        recommender; closing twice is a no-op."""
+        if self._store is not None and self._owns_store:
+            self._store.close()
+
+    def __enter__(self) -> Recommender:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ events
 
@@ -135,6 +188,12 @@ class Recommender:
         buffer, the user's vector is unchanged. A wrong event, ``ts`` or argument type raises
         ``ValueError``.
 
+        With a db, the event is appended to the store's log (nothing is logged after
+        ``Store.opt_out``; the store's checks still apply: ids of at most 512 bytes, ``ts``
+        before the year 3000, a JSON ``context`` of at most 32 KiB) and the user's state is
+        saved, in one transaction; if it fails (``ValueError``, ``StorageError``) the user's
+        state is unchanged.
+
         Thread-safe: events of one user are applied one at a time, in the order the calls take
         that user's lock; different users proceed in parallel.
         """
@@ -147,8 +206,13 @@ class Recommender:
         )
         state = self._user(user)
         with state.lock:
-            served = self._attach(state)
-            known = state.apply(record)
+            served = self._attach(state, user)
+            if self._store is None:
+                known = state.apply(record)
+            else:
+                advance = state.advance(record)
+                self._log_and_save(user, record, advance, state.observed + 1, served)
+                known = state.commit(record, advance)
         if not known:
             logger.info(
                 "item %r is not in the catalog of bundle version %d: event %s of user %r kept, "
@@ -163,9 +227,13 @@ class Recommender:
     def reset(self, *, user: str = DEFAULT_USER) -> None:
         """Forget ``user``'s events and state (back to the bundle's ``initial_user``).
 
-        Thread-safe: waits for the user's calls in progress."""
+        With a db, the saved state is deleted too; the logged events stay in the log (they are
+        the outbox; ``Store.erase_user`` deletes them) but are no longer used to restore the
+        user. Thread-safe: waits for the user's calls in progress."""
         state = self._user(user)
         with state.lock:
+            if self._store is not None:
+                self._store.delete_state(user)
             state.clear()
 
     # ------------------------------------------------------------------ ranking
@@ -211,7 +279,7 @@ class Recommender:
         allowed = None if only is None else check_ids(only, "only")
         state = self._user(user)
         with state.lock:
-            served = self._attach(state)
+            served = self._attach(state, user)
             query = state.query(self._demotion)
             mask = state.exclusion(exclude_seen=bool(exclude_seen))
         mask = apply_call_filters(mask, served, excluded, allowed)
@@ -223,18 +291,22 @@ class Recommender:
         Thread-safe."""
         state = self._user(user)
         with state.lock:
-            self._attach(state)
+            self._attach(state, user)
             return state.user_vector()
 
     # ------------------------------------------------------------------ catalog and bundle
 
     def set_available(self, item_ids: Iterable[str], available: bool) -> None:
         """Mark catalog items available or not; unavailable items are never returned. Ids not in
-        the catalog are remembered (they apply to a later bundle that has them).
+        the catalog are remembered (they apply to a later bundle that has them). With a db, the
+        marks are written to the store's catalog cache first (``Store.set_available``), so they
+        survive a restart.
 
         Thread-safe: the mask is replaced as a whole; calls already ranking keep the old one."""
         ids = check_ids(item_ids, "item_ids")
         with self._admin_lock:
+            if self._store is not None:
+                self._store.set_available(sorted(ids), bool(available))
             if available:
                 self._unavailable_ids.difference_update(ids)
             else:
@@ -247,6 +319,8 @@ class Recommender:
         Calls in flight finish on the old bundle. Each user's state is then rebuilt by replaying
         their recent events (the last ``recent_events``) through the new step model; items the
         new catalog does not hold are skipped. Consumed and rejected items carry over by id.
+        With a db, each rebuilt state is saved with the new model version (users not loaded in
+        this process are rebuilt from the log when first used).
 
         Thread-safe: other calls go on while the new bundle loads; a user's calls wait only while
         that user is rebuilt (a user reached before the rebuild loop is rebuilt by its own call).
@@ -264,10 +338,10 @@ class Recommender:
             served.bundle.path,
         )
         with self._users_lock:
-            states = list(self._users.values())
-        for state in states:
+            states = list(self._users.items())
+        for user, state in states:
             with state.lock:
-                self._attach(state)
+                self._attach(state, user)
 
     def info(self) -> dict[str, Any]:
         """What is serving: interpreter package, top-k backend, bundle path and version, item
@@ -291,6 +365,8 @@ class Recommender:
             "demotion": self._demotion,
             "feedback_decay": self._feedback_decay,
             "recent_events": self._recent_events,
+            "db": None if self._store is None else str(self._store.path),
+            "durability": None if self._store is None else self._store.durability,
         }
 
     def users(self) -> list[str]:
@@ -316,12 +392,111 @@ class Recommender:
                 )
         return state
 
-    def _attach(self, state: UserState) -> ServedBundle:
-        """The bundle to serve ``state`` with (its lock held): rebuilt first if it changed."""
+    def _attach(self, state: UserState, user: str) -> ServedBundle:
+        """The bundle to serve ``state`` with (its lock held): rebuilt first if it changed; on
+        first use restored from the store."""
         served = self._served
         if state.served is not served:
-            state.attach(served)
+            if self._store is None:
+                state.attach(served)
+            elif state.served is None:
+                self._restore(state, user, served)
+            else:
+                state.attach(served)
+                self._save_rebuilt(state, user, served)
         return served
+
+    def _restore(self, state: UserState, user: str, served: ServedBundle) -> None:
+        """Load ``user`` from the store (see the module docstring); nothing changes if a read
+        fails."""
+        store = self._store
+        assert store is not None
+        saved = store.load_state(user)
+        if saved is None:
+            state.attach(served)
+            return
+        logged = store.recent_events(user, saved.event_count)
+        events = [
+            ObservedEvent(e.item_id, e.event_code, e.timestamp, e.context)
+            for e in logged
+            if 0 <= e.event_code < len(EVENT_NAMES)  # a code from a newer build: skipped
+        ]
+        m = served.manifest
+        vectors = None
+        if saved.model_version == m.model_version and saved.state.shape == (m.state_dim,):
+            user_vector = saved.user_vector
+            if user_vector is None or user_vector.shape == (m.user_dim,):
+                vectors = (saved.state, user_vector)
+        state.restore(served, events, event_count=saved.event_count, saved=vectors)
+        if vectors is None:
+            logger.info(
+                "user %r: saved state of model version %d rebuilt for version %d from %d "
+                "logged events",
+                user,
+                saved.model_version,
+                m.model_version,
+                len(state.recent),
+            )
+            self._save_rebuilt(state, user, served)
+
+    def _save_rebuilt(self, state: UserState, user: str, served: ServedBundle) -> None:
+        """Save a state rebuilt for ``served``. A failure is logged, not raised: the saved state
+        keeps its old model version and is rebuilt from the log again on the next restore."""
+        store = self._store
+        assert store is not None
+        vector, user_vector = state.saved()
+        try:
+            store.save_state(
+                user,
+                vector,
+                model_version=served.manifest.model_version,
+                event_count=state.observed,
+                user_vector=user_vector,
+            )
+        except Exception:
+            logger.warning("user %r: could not save the rebuilt state", user, exc_info=True)
+
+    def _log_and_save(
+        self,
+        user: str,
+        record: ObservedEvent,
+        advance: Advance,
+        event_count: int,
+        served: ServedBundle,
+    ) -> None:
+        """Append ``record`` to the store's log and save the state after it, in one
+        transaction (the store logs nothing after ``opt_out``)."""
+        store = self._store
+        assert store is not None
+        _index, vector, user_vector = advance
+        if vector is None:
+            vector = served.initial_state()
+        with store.transaction():
+            store.append(
+                user, record.item_id, record.event, timestamp=record.ts, context=record.context
+            )
+            store.save_state(
+                user,
+                vector,
+                model_version=served.manifest.model_version,
+                event_count=event_count,
+                user_vector=user_vector,
+            )
+
+
+def _open_store(db: object) -> tuple[Store | None, bool]:
+    """The store for ``db`` (``None``, a path or a ``Store``) and whether it was opened here."""
+    if db is None:
+        return None, False
+    from pocketrec.storage import Store  # imported only when a db is used (sqlite-utils)
+
+    if isinstance(db, Store):
+        if db.closed:
+            raise ValueError(f"db is a closed store: {db!r}")
+        return db, False
+    if isinstance(db, str | os.PathLike):
+        return Store.open(db), True
+    raise ValueError(f"db must be a path, a pocketrec.storage.Store or None, got {db!r}")
 
 
 def _event_code(event: object) -> int:

@@ -5,6 +5,9 @@ The vectors and masks are expressed in the index space of one :class:`ServedBund
 :meth:`UserState.attach` rebuilds them for another bundle by replaying the recent events through
 its step model. Consumed and rejected items are also kept as external ids, so they survive a
 bundle change in full (the vector is rebuilt from the last ``recent_events`` events only).
+With a store, :meth:`UserState.restore` rebuilds a user after a restart: the buffer and the
+consumed/rejected items from the logged events (recorded exactly as :meth:`UserState.apply` did),
+the vectors from the saved state, or by replay when the state belongs to another bundle.
 
 Thread safety: a ``UserState`` is not thread-safe by itself; every caller holds ``lock``.
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +33,10 @@ from pocketrec.runtime.feedback import (
 from pocketrec.runtime.serving import ServedBundle
 
 _NEGATIVE_CODES = frozenset(int(e) for e in NEGATIVE_EVENTS)  # a set lookup: per-event path
+
+Advance = tuple[int | None, npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]
+"""What one event does to a user's vectors: catalog index (``None``: unknown item), state, user
+vector (see :meth:`UserState.advance`)."""
 
 DEFAULT_RECENT_EVENTS = 200
 """Events kept per user for replay when the bundle is replaced."""
@@ -70,14 +77,8 @@ class UserState:
     def attach(self, served: ServedBundle) -> None:
         """Rebuild everything for ``served``: the recent events are replayed through its step
         model (items it does not hold are skipped) and the masks rebuilt from the ids."""
-        state, user = served.initial_state(), None
-        model = served.step_model()
-        for event in self.recent:
-            index = served.index(event.item_id)
-            if index is not None:
-                state, user = model.step(index, event.event, state)
+        self._replay(served)
         self.served = served
-        self._state, self._user = (state, user) if user is not None else (None, None)
         self._seen = self._rejected = None
         if self._seen_ids or self._rejected_ids:
             seen, rejected = self._masks(served)
@@ -94,12 +95,72 @@ class UserState:
     def apply(self, event: ObservedEvent) -> bool:
         """Apply one event (one step-model call); ``False`` when the catalog does not hold the
         item: then only the event buffer and the consumed/rejected ids change."""
+        return self.commit(event, self.advance(event))
+
+    def advance(self, event: ObservedEvent) -> Advance:
+        """The step-model call of :meth:`apply` alone: the catalog index (``None``: unknown
+        item) and the state and user vector after ``event``; changes nothing (see
+        :meth:`commit`)."""
         served = self.served
         assert served is not None, "attach() first"
         index = served.index(event.item_id)
-        if index is not None:
-            state = self._state if self._state is not None else served.initial_state()
-            self._state, self._user = served.step_model().step(index, event.event, state)
+        if index is None:
+            return None, self._state, self._user
+        state = self._state if self._state is not None else served.initial_state()
+        new_state, user = served.step_model().step(index, event.event, state)
+        return index, new_state, user
+
+    def commit(self, event: ObservedEvent, advance: Advance) -> bool:
+        """Make ``advance`` (from :meth:`advance` of ``event``) the user's state and record the
+        event; returns whether the catalog holds the item."""
+        index, self._state, self._user = advance
+        self._record(event, index)
+        return index is not None
+
+    def saved(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None]:
+        """What the store keeps: the state ``[H]`` (zeros before any known event) and the
+        user vector ``[D + 1]`` (``None`` before any known event)."""
+        assert self.served is not None, "attach() first"
+        state = self._state if self._state is not None else self.served.initial_state()
+        return state, self._user
+
+    def restore(
+        self,
+        served: ServedBundle,
+        events: Sequence[ObservedEvent],
+        *,
+        event_count: int,
+        saved: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None] | None,
+    ) -> None:
+        """Rebuild a user from the store: ``events`` are the user's last logged events (the
+        tail of the ``event_count`` observed since the last reset, oldest first). They refill
+        the event buffer and the consumed/rejected items exactly as :meth:`apply` recorded them
+        (same rejection ordinals, so the demotion resumes the same); the vectors are ``saved``
+        (state ``[H]``, user vector or ``None``) when given, else the buffer is replayed
+        through ``served``'s step model as in :meth:`attach`."""
+        self.clear()
+        self.served = served
+        self.observed = max(event_count - len(events), 0)
+        for event in events:
+            self._record(event, served.index(event.item_id))
+        self.observed = max(event_count, self.observed)
+        if saved is not None:
+            self._state, self._user = saved
+        else:
+            self._replay(served)
+
+    def _replay(self, served: ServedBundle) -> None:
+        state, user = served.initial_state(), None
+        model = served.step_model()
+        for event in self.recent:
+            index = served.index(event.item_id)
+            if index is not None:
+                state, user = model.step(index, event.event, state)
+        self._state, self._user = (state, user) if user is not None else (None, None)
+
+    def _record(self, event: ObservedEvent, index: int | None) -> None:
+        """Everything :meth:`apply` changes besides the vectors: the event buffer, the event
+        count, the consumed/rejected ids and masks and the rejection directions."""
         self.recent.append(event)
         self.observed += 1
         negative = event.event in _NEGATIVE_CODES
@@ -110,7 +171,9 @@ class UserState:
             self._seen_ids.add(event.item_id)
             self._rejected_ids.pop(event.item_id, None)  # engaging with it withdraws a rejection
         if index is None:
-            return False
+            return
+        served = self.served
+        assert served is not None
         seen, rejected = self._masks(served)
         if negative:
             rejected[index] = True
@@ -120,7 +183,6 @@ class UserState:
             seen[index] = True
             rejected[index] = False
             self._directions.discard(event.item_id)
-        return True
 
     def user_vector(self) -> npt.NDArray[np.float32]:
         """float32 ``[D + 1]`` (a copy): the step model's last output, or the bundle's

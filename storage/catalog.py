@@ -151,6 +151,31 @@ def availability_mask(db: sqlite_utils.Database, item_ids: list[str]) -> npt.NDA
     return mask
 
 
+def set_availability(
+    db: sqlite_utils.Database, item_ids: list[str], *, available: bool, now: float
+) -> None:
+    """Mark ``item_ids`` available or not, keeping their title and metadata. Marking an item
+    unavailable caches it (a row without title or metadata) when it is not cached yet; marking
+    an uncached item available changes nothing."""
+    rows = [(item_id, now) for item_id in item_ids]
+    if available:
+        db.conn.executemany(
+            "UPDATE catalog SET available = 1, updated_at = ?2 WHERE item_id = ?1", rows
+        )
+    else:
+        db.conn.executemany(
+            "INSERT INTO catalog (item_id, available, updated_at) VALUES (?1, 0, ?2) "
+            "ON CONFLICT (item_id) DO UPDATE SET available = 0, updated_at = excluded.updated_at",
+            rows,
+        )
+
+
+def unavailable(db: sqlite_utils.Database) -> list[str]:
+    """Ids of the cached items marked unavailable, sorted."""
+    rows = db.conn.execute("SELECT item_id FROM catalog WHERE available = 0 ORDER BY item_id")
+    return [row[0] for row in rows]
+
+
 def get(db: sqlite_utils.Database, item_id: str) -> CatalogItem | None:
     """The cached item, or ``None``."""
     row = db.conn.execute(

@@ -303,6 +303,15 @@ def user_events(db: sqlite_utils.Database, user_id: str) -> list[Event]:
     return [_decode(row) for row in rows]
 
 
+def recent_user_events(db: sqlite_utils.Database, user_id: str, limit: int) -> list[Event]:
+    """The last ``limit`` stored events of ``user_id`` (pending and uploaded), in sequence order."""
+    rows = db.conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?",
+        (user_id, limit),
+    ).fetchall()
+    return [_decode(row) for row in reversed(rows)]
+
+
 def delete_user_events(db: sqlite_utils.Database, user_id: str) -> int:
     """Delete every stored event of ``user_id``; returns how many."""
     return db.conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount

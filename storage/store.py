@@ -250,6 +250,17 @@ class Store:
         with self._conns.read() as db:
             return events.stats(db)
 
+    def recent_events(self, user_id: str, limit: int) -> list[Event]:
+        """The last ``limit`` (>= 0) stored events of ``user_id``, pending and uploaded, in
+        ``seq`` order (oldest first); fewer when fewer are stored (dropped, erased or expired
+        events are gone). One indexed query. Thread-safe."""
+        user = check.identifier("user_id", user_id)
+        count = check.integer("limit", limit)
+        if count == 0:
+            return []
+        with self._conns.read() as db:
+            return events.recent_user_events(db, user, count)
+
     # --- privacy -----------------------------------------------------------------------------
 
     def logging_enabled(self) -> bool:
@@ -351,6 +362,22 @@ class Store:
         ids = catalog.item_ids(item_ids)
         with self._conns.read() as db:
             return catalog.availability_mask(db, ids)
+
+    def set_available(self, item_ids: Iterable[str], available: bool) -> None:
+        """Mark cached items available or not in one transaction, keeping their title and
+        metadata. An uncached item marked unavailable is cached without title or metadata (so
+        the mark persists); an uncached item marked available is left uncached. Thread-safe."""
+        ids = catalog.item_ids(item_ids)
+        checked = [check.identifier(f"item_ids[{i}]", v) for i, v in enumerate(ids)]
+        if not isinstance(available, bool):
+            raise ValueError(f"available must be a bool, got {check.describe(available)}")
+        with self._conns.write() as db:
+            catalog.set_availability(db, checked, available=available, now=time.time())
+
+    def unavailable_items(self) -> list[str]:
+        """Ids of the cached items marked unavailable, sorted. Thread-safe."""
+        with self._conns.read() as db:
+            return catalog.unavailable(db)
 
     def get_item(self, item_id: str) -> CatalogItem | None:
         """The cached item, or ``None``. Thread-safe."""

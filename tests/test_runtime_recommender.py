@@ -55,9 +55,9 @@ def test_open_reports_what_serves(rec: Recommender, bundle_dir: Path) -> None:
     assert (info["users"], info["unavailable"]) == (0, 0)
 
 
-def test_a_db_is_refused_until_storage_exists(runtime_bundles: Any, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"db persistence needs pocketrec\.storage"):
-        Recommender.open(runtime_bundles.f32, db=tmp_path / "state.db")
+def test_a_bad_db_argument_is_refused(runtime_bundles: Any, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"db must be a path, a pocketrec\.storage\.Store"):
+        Recommender.open(runtime_bundles.f32, db=42)  # type: ignore[arg-type]
 
 
 def test_a_corrupted_bundle_is_refused_naming_the_file(

@@ -310,3 +310,32 @@ def test_outbox_totals_match_the_rows_after_every_kind_of_change(tmp_path: Path)
         assert stats.pending_events == len(pending)
         assert stats.pending_bytes == pending.size
         assert stats.dropped_events == 5
+
+
+def test_recent_events_of_a_user_are_the_last_ones_in_seq_order(store: Store) -> None:
+    for n in range(6):
+        store.append("ann", f"a{n}", "click", timestamp=time.time() - n)  # time goes back
+        store.append("bob", f"b{n}", "view")
+    recent = store.recent_events("ann", 3)
+    assert [e.item_id for e in recent] == ["a3", "a4", "a5"]  # by seq, not by timestamp
+    assert [e.seq for e in recent] == sorted(e.seq for e in recent)
+    assert {e.user_id for e in recent} == {"ann"}
+    store.mark_uploaded(store.pending(max_events=4))  # uploaded events are still the user's
+    assert [e.item_id for e in store.recent_events("ann", 100)] == [f"a{n}" for n in range(6)]
+    assert store.recent_events("ann", 0) == []
+    assert store.recent_events("nobody", 5) == []
+    store.erase_user("ann")
+    assert store.recent_events("ann", 5) == []
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("ann", -1), "limit must be in"),
+        (("ann", 1.5), "limit must be an int"),
+        (("", 1), "user_id"),
+    ],
+)
+def test_recent_events_bad_arguments(store: Store, args: tuple[Any, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        store.recent_events(*args)

@@ -165,6 +165,33 @@ def test_availability_mask_of_a_large_catalog(store: Store) -> None:
     np.testing.assert_array_equal(store.availability_mask(query), expected)
 
 
+def test_set_available_keeps_title_and_metadata(store: Store) -> None:
+    store.update_catalog([CatalogItem("a", title="A", metadata={"x": 1}), CatalogItem("b")])
+    assert store.unavailable_items() == []
+    store.set_available(["a", "new"], False)  # an uncached item is cached, unavailable
+    assert store.unavailable_items() == ["a", "new"]
+    item = store.get_item("a")
+    assert item is not None
+    assert (item.title, item.metadata, item.available) == (
+        "A",
+        {"x": 1},
+        False,
+    )
+    new = store.get_item("new")
+    assert new is not None
+    assert (new.title, new.metadata) == (None, None)
+    store.set_available(["a", "new", "other"], True)  # an uncached item stays uncached
+    assert store.unavailable_items() == []
+    assert store.get_item("other") is None
+    assert store.catalog_size() == 3
+    for bad in (["x" * 600], [3], "ab"):
+        with pytest.raises(ValueError, match="item_ids"):
+            store.set_available(bad, False)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="available must be a bool"):
+        store.set_available(["a"], 1)  # type: ignore[arg-type]
+    assert store.unavailable_items() == []
+
+
 @pytest.mark.parametrize(
     ("items", "remove", "message"),
     [
