@@ -7,6 +7,8 @@ Per event ``t`` with item ``i_t`` and event type ``e_t``::
     u_t = [W h_t + c, 1]                               user vector, float32 [D + 1]
     score(j) = <u_t, v_j>,  v_j = [out_emb[j], b_j]    catalog vector, float32 [D + 1]
 
+With ``tied=True`` the output embeddings are the input item embeddings (``out_emb = item_emb``).
+
 The item bias ``b_j`` is folded in as the last catalog dimension and the constant 1 as the last
 user dimension, so that ranking stays a pure inner product for the native kernels.
 
@@ -46,6 +48,14 @@ class ModelConfig:
     max_epochs: int = 30
     patience: int = 3
     seed: int = 0
+    tied: bool = False
+
+    def __post_init__(self) -> None:
+        if self.tied and self.user_dim != self.embedding_dim:
+            raise ValueError(
+                f"tied embeddings need user_dim == embedding_dim, got {self.user_dim} and "
+                f"{self.embedding_dim}"
+            )
 
     @property
     def catalog_dim(self) -> int:
@@ -78,7 +88,12 @@ class InterestModel:
         self.gru = keras.layers.GRU(c.hidden_dim, return_sequences=True, name="gru")
         self.state_dropout = keras.layers.Dropout(c.dropout, seed=c.seed + 1, name="state_dropout")
         self.project = keras.layers.Dense(c.user_dim, name="project")
-        self.out_emb = keras.layers.Embedding(c.num_items, c.user_dim, name="out_emb")
+        # Tied: the catalog vectors are the input item embeddings themselves.
+        self.out_emb = (
+            self.item_emb
+            if c.tied
+            else keras.layers.Embedding(c.num_items, c.user_dim, name="out_emb")
+        )
         self.out_bias = keras.layers.Embedding(
             c.num_items, 1, embeddings_initializer="zeros", name="out_bias"
         )

@@ -175,7 +175,7 @@ def train(
     compute_loss = _loss_fn(model, loss, num_sampled, popularity.astype(np.float64))
     variables = (
         model.sequence_model.trainable_weights
-        + model.out_emb.trainable_weights
+        + ([] if config.tied else model.out_emb.trainable_weights)
         + model.out_bias.trainable_weights
     )
     optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)

@@ -238,3 +238,11 @@ def test_sampled_softmax_option_trains() -> None:
     assert losses[-1] < losses[0]
     pop = popularity_baseline(split, stage="valid")
     assert report.best_valid["hr@10"] > pop["hr@10"]
+
+
+def test_tied_embeddings_share_the_item_table() -> None:
+    with pytest.raises(ValueError, match="tied embeddings need user_dim == embedding_dim"):
+        ModelConfig(num_items=10, embedding_dim=8, user_dim=16, tied=True)
+    model = InterestModel(ModelConfig(num_items=10, embedding_dim=8, user_dim=8, tied=True))
+    items = np.asarray(model.item_emb.embeddings)
+    np.testing.assert_array_equal(model.catalog()[:, :-1], items)
