@@ -1,7 +1,7 @@
 """Build script for pocketrec.
 
-The top-level folders ``core/ native/ runtime/ converter/ storage/`` install as subpackages of
-``pocketrec`` through ``package_dir``; nothing installs a top-level ``core`` or ``runtime``.
+The top-level folders ``core/ native/ runtime/ converter/ storage/ server/`` install as
+subpackages of ``pocketrec`` through ``package_dir``; nothing installs a top-level ``core``.
 The C top-k kernel is a cffi extension built from ``native/csrc``. It is optional: where it cannot
 be compiled the package still installs and the numba backend is used (with one warning at run time).
 """
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from setuptools import setup
 
-SUBPACKAGES = ["core", "native", "runtime", "converter", "storage"]
+SUBPACKAGES = ["core", "native", "runtime", "converter", "storage", "server"]
 
 setup(
     name="pocketrec",
@@ -32,15 +32,21 @@ setup(
         "numba>=0.58",
         "cffi>=1.17",
         "sqlite-utils>=3.35",
+        # verifies the Ed25519 signature of bundle updates (imported only by sync)
+        "cryptography>=42",
         # TFLite interpreter: ai-edge-litert by default. tflite-runtime (numpy<2 only) is accepted
         # instead when it is installed; the runtime tries ai_edge_litert, then tflite_runtime.
         "ai-edge-litert>=1.0; platform_system != 'Windows'",
     ],
     extras_require={
         "convert": ["tensorflow-cpu>=2.16"],
+        "server": ["starlette>=0.40", "uvicorn>=0.30", "cryptography>=42"],
         "dev": [
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
+            # the sync tests run the real server on loopback
+            "starlette>=0.40",
+            "uvicorn>=0.30",
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",

@@ -65,3 +65,28 @@ class SchemaTooNewError(StorageError):
         self.path = path
         self.found = found
         self.supported = supported
+
+
+class SyncError(PocketrecError, RuntimeError):
+    """Syncing with the sync server failed (the message says why). Nothing acknowledged is lost:
+    events stay pending until the server's 2xx and the active bundle is left as it was."""
+
+
+class SyncUnavailableError(SyncError):
+    """The server could not be reached, timed out or kept answering with a retryable status
+    (408, 429, 5xx) until the retry policy gave up; ``last_status`` is the last HTTP status
+    (``None`` for a network error or timeout)."""
+
+    def __init__(self, message: str, last_status: int | None = None) -> None:
+        super().__init__(message)
+        self.last_status = last_status
+
+
+class SyncAuthError(SyncError):
+    """The server refused the device's token (401 or 403): unknown or revoked device."""
+
+
+class BundleRejectedError(SyncError):
+    """A bundle offered by the server was refused before anything reached the interpreter: bad
+    or missing signature, not newer than the installed one, or a file whose length or SHA-256
+    does not match the signed manifest. The message names the check."""

@@ -7,8 +7,14 @@ Commands:
   pocketrec convert    export a trained model to a verified on-device bundle
   pocketrec inspect    verify a bundle and print its manifest
   pocketrec evaluate   replay held-out users event by event through the on-device Recommender
+  pocketrec serve      run the reference sync server (needs the `server` extra)
+  pocketrec device     add (print a new token) or revoke a device on the sync server
+  pocketrec keygen     write an Ed25519 key pair for signing bundles
+  pocketrec publish    sign a bundle's manifest and make it the server's latest bundle
+  pocketrec export-feedback  write the server's collected events as a CSV for `train`
 
-TensorFlow is imported only by `train` and `convert`.
+TensorFlow is imported only by `train` and `convert`; the server's packages only by the server
+commands.
 """
 
 from __future__ import annotations
@@ -179,9 +185,72 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from pocketrec.server.running import serve
+
+    serve(args.db, args.bundles, host=args.host, port=args.port)
+    return 0
+
+
+def _cmd_device(args: argparse.Namespace) -> int:
+    from pocketrec.server.storage import SqliteFeedbackStorage
+
+    storage = SqliteFeedbackStorage(args.db)
+    try:
+        if args.action == "add":
+            print(storage.add_device(args.device_id))
+            print(
+                f"device {args.device_id!r}: the token above is shown once; the server keeps "
+                "only its SHA-256",
+                file=sys.stderr,
+            )
+            return 0
+        if not storage.revoke_device(args.device_id):
+            raise ValueError(f"no device {args.device_id!r} in {args.db}")
+        print(f"device {args.device_id!r} revoked: its token now gets 401")
+        return 0
+    finally:
+        storage.close()
+
+
+def _cmd_keygen(args: argparse.Namespace) -> int:
+    from pocketrec.server.signing import generate_key
+
+    public = generate_key(args.out)
+    print(public)
+    print(f"private key: {args.out} (keep it secret); public key: {args.out}.pub", file=sys.stderr)
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from pocketrec.server.bundles import BundleRepository
+    from pocketrec.server.signing import load_private_key, public_key_hex
+
+    key = load_private_key(args.key)
+    published = BundleRepository(args.server_dir).publish(args.bundle_dir, key)
+    print(
+        f"published model version {published.model_version} as the latest bundle in "
+        f"{args.server_dir} (public key {public_key_hex(key)})"
+    )
+    return 0
+
+
+def _cmd_export_feedback(args: argparse.Namespace) -> int:
+    from pocketrec.server.export import export_feedback
+    from pocketrec.server.storage import SqliteFeedbackStorage
+
+    storage = SqliteFeedbackStorage(args.db)
+    try:
+        rows = export_feedback(storage, args.out)
+    finally:
+        storage.close()
+    print(f"wrote {rows} events to {args.out} (CSV user,item,timestamp,event)")
+    return 0
+
+
 _CONFIG_FLAGS = (
     "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
-    "learning_rate", "max_epochs", "patience", "seed",
+    "learning_rate", "max_epochs", "patience", "seed", "tied",
 )  # fmt: skip
 
 
@@ -214,6 +283,12 @@ def build_parser() -> argparse.ArgumentParser:
         ("patience", int), ("seed", int),
     ):  # fmt: skip
         tr.add_argument(f"--{flag}", type=kind, default=None, help="override the default")
+    tr.add_argument(
+        "--tied",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="catalog vectors = input item embeddings (needs --user-dim == --embedding-dim)",
+    )
     tr.set_defaults(func=_cmd_train)
 
     cv = sub.add_parser("convert", help="export a trained model to an on-device bundle")
@@ -247,7 +322,44 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--backend", default="auto", help="auto, c, numba or numpy (default auto)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
+    _add_server_commands(sub)
     return parser
+
+
+def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The sync server's commands (their imports happen only when they run)."""
+    srv = sub.add_parser("serve", help="run the reference sync server (extra `server`)")
+    srv.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
+    srv.add_argument("--bundles", required=True, type=Path, help="published bundles directory")
+    srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    srv.set_defaults(func=_cmd_serve)
+
+    dev = sub.add_parser("device", help="add or revoke a device on the sync server")
+    actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("add", "register a device (or re-issue its token) and print the new token"),
+        ("revoke", "revoke the device's token (its requests get 401)"),
+    ):
+        act = actions.add_parser(action, help=text)
+        act.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
+        act.add_argument("device_id")
+    dev.set_defaults(func=_cmd_device)
+
+    key = sub.add_parser("keygen", help="write an Ed25519 key pair for signing bundles")
+    key.add_argument("--out", required=True, type=Path, help="private key file (KEY.pub too)")
+    key.set_defaults(func=_cmd_keygen)
+
+    pub = sub.add_parser("publish", help="sign a bundle and make it the latest on the server")
+    pub.add_argument("bundle_dir", type=Path)
+    pub.add_argument("--server-dir", required=True, type=Path, help="the server's --bundles")
+    pub.add_argument("--key", required=True, type=Path, help="private key from `keygen`")
+    pub.set_defaults(func=_cmd_publish)
+
+    exp = sub.add_parser("export-feedback", help="write the collected events as a training CSV")
+    exp.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
+    exp.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    exp.set_defaults(func=_cmd_export_feedback)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -47,6 +47,7 @@ from pocketrec.runtime.serving import ServedBundle
 from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, Advance, ObservedEvent, UserState
 
 if TYPE_CHECKING:
+    from pocketrec.runtime.sync import BackgroundSync, SyncReport
     from pocketrec.storage import Store
 
 logger = logging.getLogger("pocketrec.runtime")
@@ -95,6 +96,7 @@ class Recommender:
         self._users: dict[str, UserState] = {}
         self._users_lock = threading.Lock()  # guards the dict (creating a user)
         self._admin_lock = threading.Lock()  # serialises replace_bundle and set_available
+        self._sync_lock = threading.Lock()  # one sync pass at a time
         self._store = store
         self._owns_store = owns_store
         if store is not None:
@@ -342,6 +344,63 @@ class Recommender:
         for user, state in states:
             with state.lock:
                 self._attach(state, user)
+
+    # ------------------------------------------------------------------ sync
+
+    def sync(
+        self,
+        url: str,
+        token: str,
+        *,
+        public_key: bytes | str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> SyncReport:
+        """One sync pass with the server ``url`` (needs a db): upload the pending events, then,
+        with a ``public_key``, install a newer signed bundle and serve it
+        (:meth:`replace_bundle`); the previous bundle stays installed for a rollback.
+
+        Never raises for the network or the server: the report says what happened (offline,
+        refused token, rejected bundle) and unacknowledged events stay pending. ``options`` go
+        to :class:`pocketrec.runtime.sync.SyncClient` (``bundles_dir``, ``timeout``,
+        ``policy``, ``sleep``, ``clock``, ``rng``, ``batch_events``, ``batch_bytes``,
+        ``chunk_bytes``, ``progress``). Runs on the calling thread; ``observe`` and
+        ``recommend`` go on meanwhile (they never wait for the network). One pass at a time.
+        """
+        from pocketrec.runtime.sync import SyncClient
+
+        if self._store is None:
+            raise ValueError("sync needs a device store: open the Recommender with db=...")
+        client = SyncClient(self._store, url, token, public_key=public_key, **options)
+        with self._sync_lock:
+            version = self._served.manifest.model_version
+            return client.run(current_version=version, on_bundle=self.replace_bundle)
+
+    def start_sync(
+        self,
+        url: str,
+        token: str,
+        *,
+        interval: float = 300.0,
+        jitter: float = 0.1,
+        run_first: bool = True,
+        public_key: bytes | str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> BackgroundSync:
+        """Run :meth:`sync` in a daemon thread every ``interval`` seconds ± ``jitter`` (a
+        fraction); returns the started :class:`pocketrec.runtime.sync.BackgroundSync` (call
+        ``stop()`` before :meth:`close`)."""
+        from pocketrec.runtime.sync import BackgroundSync, SyncClient
+
+        if self._store is None:
+            raise ValueError("sync needs a device store: open the Recommender with db=...")
+        client = SyncClient(self._store, url, token, public_key=public_key, **options)
+
+        def run() -> SyncReport:
+            with self._sync_lock:
+                version = self._served.manifest.model_version
+                return client.run(current_version=version, on_bundle=self.replace_bundle)
+
+        return BackgroundSync(run, interval=interval, jitter=jitter, run_first=run_first).start()
 
     def info(self) -> dict[str, Any]:
         """What is serving: interpreter package, top-k backend, bundle path and version, item

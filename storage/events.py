@@ -222,12 +222,22 @@ def _drop_oldest(conn: sqlite3.Connection, excess_events: int, excess_bytes: int
     conn.execute("UPDATE outbox SET dropped_events = dropped_events + ? WHERE id = 1", (dropped,))
 
 
-def read_pending(db: sqlite_utils.Database, max_events: int, max_bytes: int) -> Batch:
-    """The oldest pending events: at most ``max_events`` and ``max_bytes`` in total."""
-    cursor = db.conn.execute(
-        f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?",
-        (max_events,),
-    )
+def read_pending(
+    db: sqlite_utils.Database, max_events: int, max_bytes: int, skip: Sequence[int] = ()
+) -> Batch:
+    """The oldest pending events whose ``seq`` is not in ``skip``: at most ``max_events`` and
+    ``max_bytes`` in total."""
+    if skip:
+        cursor = db.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL "
+            "AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
+            (json.dumps(list(skip)), max_events),
+        )
+    else:
+        cursor = db.conn.execute(
+            f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?",
+            (max_events,),
+        )
     events: list[Event] = []
     total = 0
     for row in cursor:

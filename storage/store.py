@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -212,17 +212,25 @@ class Store:
             return events.insert(db, rows, self._caps)
 
     def pending(
-        self, *, max_events: int = DEFAULT_BATCH_EVENTS, max_bytes: int = DEFAULT_BATCH_BYTES
+        self,
+        *,
+        max_events: int = DEFAULT_BATCH_EVENTS,
+        max_bytes: int = DEFAULT_BATCH_BYTES,
+        skip: Collection[int] = (),
     ) -> Batch:
         """The next upload batch: the oldest pending events, at most ``max_events`` (>= 1) and
         ``max_bytes`` in total (>= ``MAX_EVENT_BYTES``, so any event fits). Empty when nothing is
         pending. Until :meth:`mark_uploaded` acknowledges them the same events are returned
-        again (at-least-once; the server deduplicates on ``event_id``). Thread-safe; one
-        uploader at a time."""
+        again (at-least-once; the server deduplicates on ``event_id``). Events whose ``seq`` is
+        in ``skip`` are passed over (the uploader's quarantined events stay pending but do not
+        block the others). Thread-safe; one uploader at a time."""
         limit = check.integer("max_events", max_events, minimum=1)
         size = check.integer("max_bytes", max_bytes, minimum=MAX_EVENT_BYTES)
+        if isinstance(skip, (str, bytes)) or not isinstance(skip, Collection):
+            raise ValueError(f"skip must be a collection of seqs, got {check.describe(skip)}")
+        passed = sorted(check.integer("skip[]", seq) for seq in skip)
         with self._conns.read() as db:
-            return events.read_pending(db, limit, size)
+            return events.read_pending(db, limit, size, passed)
 
     def mark_uploaded(self, batch: Batch, *, now: float | None = None) -> int:
         """Record that the server acknowledged ``batch``; call it only after the ack. Returns

@@ -129,3 +129,79 @@ def store(tmp_path: Path) -> Iterator[Store]:
     """A fresh device store (durability FULL) in a real SQLite file, closed after the test."""
     with Store.open(tmp_path / "store.sqlite") as opened:
         yield opened
+
+
+# --------------------------------------------------------------------------- sync server
+
+BUNDLE_FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundle_v1"
+
+
+def bundle_version(source: Path, target: Path, model_version: int) -> Path:
+    """A copy of the bundle ``source`` whose manifest says ``model_version`` (same files)."""
+    import json
+    import shutil
+
+    shutil.copytree(source, target)
+    manifest = json.loads((target / "manifest.json").read_text(encoding="utf-8"))
+    manifest["model_version"] = model_version
+    (target / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    return target
+
+
+class SyncHarness:
+    """A real sync server (uvicorn on 127.0.0.1, a free port) with fault injection, its signing
+    key, and helpers to register devices and publish bundles."""
+
+    def __init__(self, root: Path) -> None:
+        from pocketrec.server import FaultPlan
+        from pocketrec.server.running import ServerThread
+        from pocketrec.server.signing import generate_key, load_private_key
+
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.faults = FaultPlan()
+        self.public_key = generate_key(root / "key")
+        self.private_key = load_private_key(root / "key")
+        self.db = root / "server.sqlite"
+        self.server = ServerThread(self.db, root / "published", faults=self.faults)
+        self._copies = 0
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def storage(self) -> Any:
+        from pocketrec.server import SqliteFeedbackStorage
+
+        return SqliteFeedbackStorage(self.db)
+
+    def add_device(self, device_id: str) -> str:
+        storage = self.storage()
+        try:
+            return str(storage.add_device(device_id))
+        finally:
+            storage.close()
+
+    def event_ids(self) -> list[str]:
+        storage = self.storage()
+        try:
+            return [event.event_id for event in storage.iter_events()]
+        finally:
+            storage.close()
+
+    def publish(self, model_version: int, source: Path = BUNDLE_FIXTURE) -> Path:
+        """Publish a copy of ``source`` as ``model_version``; returns the published directory."""
+        self._copies += 1
+        bundle = bundle_version(source, self.root / f"src{self._copies}", model_version)
+        return Path(self.server.bundles.publish(bundle, self.private_key).path)
+
+
+@pytest.fixture
+def sync_server(tmp_path: Path) -> Iterator[SyncHarness]:
+    """A started :class:`SyncHarness` (stopped after the test)."""
+    harness = SyncHarness(tmp_path / "server")
+    harness.server.start()
+    try:
+        yield harness
+    finally:
+        harness.server.stop()

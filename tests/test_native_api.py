@@ -286,7 +286,7 @@ def test_missing_c_extension_falls_back_with_one_warning(monkeypatch: pytest.Mon
 def test_subpackages_do_not_install_top_level_modules(tmp_path: pytest.TempPathFactory) -> None:
     code = (
         "import importlib, pocketrec.native, pocketrec.core\n"
-        "for name in ('core', 'native', 'runtime', 'converter', 'storage'):\n"
+        "for name in ('core', 'native', 'runtime', 'converter', 'storage', 'server'):\n"
         "    try:\n"
         "        importlib.import_module(name)\n"
         "    except ImportError:\n"

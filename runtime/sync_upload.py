@@ -1,0 +1,119 @@
+"""Uploading the store's pending events (``POST /v1/events``), oldest first.
+
+Each batch comes from ``Store.pending`` and is marked uploaded only after the server's 2xx
+(at-least-once; the server deduplicates on ``event_id``, so a lost reply only means a resend).
+Retryable failures follow the :class:`Retrier`'s policy; when it gives up the upload stops and
+everything not acknowledged stays pending. 413 splits the batch in halves (an event refused alone
+is quarantined); another non-retryable 4xx quarantines the batch (``SyncState``) and the rest
+proceeds; 401/403 stop the upload with :class:`SyncAuthError` (a token problem, not the
+batch's); 404/405 (wrong URL) stop it with :class:`SyncError`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from pocketrec.core.errors import SyncAuthError, SyncError
+from pocketrec.runtime.sync_http import HttpClient, Response
+from pocketrec.runtime.sync_policy import Retrier
+from pocketrec.storage import Batch, Event, Store
+from pocketrec.storage.sync_state import SyncState
+
+EVENTS_PATH = "/v1/events"
+DEFAULT_BATCH_EVENTS = 500
+DEFAULT_BATCH_BYTES = 256 * 1024
+"""Store-counted bytes per batch: its JSON stays well under the server's 500 KiB limit."""
+
+_STOP_STATUSES = (404, 405)
+
+
+@dataclass
+class UploadReport:
+    """What one upload pass did (counts of events)."""
+
+    uploaded: int = 0
+    """Acknowledged by the server and marked uploaded."""
+    new_on_server: int = 0
+    """Of those, how many the server had not stored before (the rest were resends)."""
+    batches: int = 0
+    """Acknowledged requests."""
+    quarantined: int = 0
+    """Newly quarantined in this pass."""
+    splits: int = 0
+    """Batches split after a 413."""
+    pending: int = 0
+    """Still pending afterwards (quarantined ones included)."""
+    errors: list[str] = field(default_factory=list)
+    """Why batches were quarantined, and why the pass stopped early (if it did)."""
+
+
+def upload_pending(
+    store: Store,
+    client: HttpClient,
+    retrier: Retrier,
+    state: SyncState,
+    *,
+    batch_events: int = DEFAULT_BATCH_EVENTS,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
+) -> UploadReport:
+    """Upload every pending, unquarantined event in ``seq`` order; returns the report.
+
+    Raises :class:`SyncUnavailableError` when the retry policy gives up,
+    :class:`SyncAuthError` for 401/403 and :class:`SyncError` for 404/405; events acknowledged
+    before that are marked uploaded, nothing else changes.
+    """
+    report = UploadReport()
+    try:
+        while True:
+            skip = state.quarantined_seqs()
+            batch = store.pending(max_events=batch_events, max_bytes=batch_bytes, skip=skip)
+            if not batch.events:
+                break
+            _send(store, client, retrier, state, batch.events, report)
+    finally:
+        report.pending = store.stats().pending_events
+    return report
+
+
+def _send(
+    store: Store,
+    client: HttpClient,
+    retrier: Retrier,
+    state: SyncState,
+    events: Sequence[Event],
+    report: UploadReport,
+) -> None:
+    body = json.dumps(
+        {"events": [event.to_upload() for event in events]},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode("utf-8")
+    response = retrier.call(lambda: client.post_json(EVENTS_PATH, body), what="upload")
+    if 200 <= response.status < 300:
+        report.uploaded += store.mark_uploaded(Batch(tuple(events)))
+        report.new_on_server += _new_count(response, len(events))
+        report.batches += 1
+        return
+    if response.status in (401, 403):
+        raise SyncAuthError(f"upload refused: {response.error_text()}")
+    if response.status in _STOP_STATUSES:
+        raise SyncError(f"upload: {response.error_text()} (is the server URL right?)")
+    if response.status == 413 and len(events) > 1:
+        report.splits += 1
+        half = len(events) // 2
+        _send(store, client, retrier, state, events[:half], report)
+        _send(store, client, retrier, state, events[half:], report)
+        return
+    reason = response.error_text()
+    report.quarantined += state.quarantine(events, status=response.status, reason=reason)
+    report.errors.append(f"seq {events[0].seq}..{events[-1].seq} quarantined: {reason}")
+
+
+def _new_count(response: Response, sent: int) -> int:
+    try:
+        value = json.loads(response.body).get("new", sent)
+    except (ValueError, AttributeError):
+        return sent
+    return int(value) if isinstance(value, int) else sent
