@@ -41,10 +41,10 @@ class ModelConfig:
     embedding_dim: int = 64
     hidden_dim: int = 128
     user_dim: int = 64
-    dropout: float = 0.3
+    dropout: float = 0.5
     max_len: int = 50
     batch_size: int = 256
-    learning_rate: float = 2e-3
+    learning_rate: float = 5e-3
     max_epochs: int = 30
     patience: int = 3
     seed: int = 0
