@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import shutil
 import tempfile
 import time
@@ -34,6 +33,7 @@ from pocketrec.converter.training import user_vectors
 from pocketrec.core import bundle as fmt
 from pocketrec.core.errors import PocketrecError
 from pocketrec.core.events import EVENT_NAMES
+from pocketrec.core.files import fsync_path
 from pocketrec.core.heldout import StageData
 from pocketrec.native.int8 import quantize_int8
 from pocketrec.native.reference import select_topk
@@ -135,14 +135,6 @@ def _write_catalog(root: Path, catalog: npt.NDArray[np.float32], catalog_dtype: 
         )
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def export_bundle(
     model_path: Path,
     out: Path,
@@ -197,13 +189,13 @@ def export_bundle(
         manifest = replace(manifest, metrics=metrics)
         (staging / fmt.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
         for p in staging.iterdir():
-            with p.open("rb") as fh:
-                os.fsync(fh.fileno())
+            fsync_path(p)
+        fsync_path(staging)
         fmt.verify_bundle(staging)
         if out.exists():
             shutil.rmtree(out)
         staging.rename(out)
-        _fsync_dir(out.parent)
+        fsync_path(out.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -1,7 +1,7 @@
 """The ``pocketrec`` command line.
 
 Commands:
-  pocketrec demo       rank a random catalog with the native kernels and print the top 10
+  pocketrec demo       the whole loop offline: train, serve, devices sync, retrain, report
   pocketrec backends   list the top-k backends usable on this machine and the C code path
   pocketrec train      train the interest model on a dataset (needs the `convert` extra)
   pocketrec convert    export a trained model to a verified on-device bundle
@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
 from pocketrec import __version__
 from pocketrec.core.errors import PocketrecError
-from pocketrec.native import backends, quantize_int8, registry, topk
+from pocketrec.native import backends, registry
 from pocketrec.runtime.feedback import DEFAULT_DEMOTION
 
 
@@ -45,27 +42,16 @@ def _cmd_backends(_args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    rng = np.random.default_rng(args.seed)
-    items = rng.standard_normal((args.items, args.dim)).astype(np.float32)
-    query = rng.standard_normal(args.dim).astype(np.float32)
-    seen = np.zeros(args.items, dtype=bool)
-    seen[rng.choice(args.items, size=min(args.items, 100), replace=False)] = True
-    backend = registry.resolve(args.backend)
-    topk(items, query, args.k, exclude=seen, backend=backend)  # warm-up (numba compiles)
-    start = time.perf_counter()
-    ids, scores = topk(items, query, args.k, exclude=seen, backend=backend)
-    elapsed_us = (time.perf_counter() - start) * 1e6
-    codes = quantize_int8(items)
-    ids8, _ = topk(codes, query, args.k, exclude=seen, backend=backend)
-    print(
-        f"catalog: {args.items} random items, D={args.dim}, {int(seen.sum())} excluded as seen; "
-        f"backend: {backend}"
-    )
-    print(f"{'rank':>4}  {'item':>8}  {'score':>9}")
-    for rank, (item, score) in enumerate(zip(ids.tolist(), scores.tolist(), strict=True), 1):
-        print(f"{rank:>4}  {item:>8}  {score:>9.4f}")
-    overlap = len(set(ids.tolist()) & set(ids8.tolist()))
-    print(f"float32 top-{args.k} in {elapsed_us:.0f} µs; int8 catalog agrees on {overlap}/{args.k}")
+    from pocketrec.demo import DemoOptions, run_demo
+
+    if args.devices < 1 or (args.users is not None and args.users < 10):
+        raise ValueError("need --devices >= 1 and --users >= 10")
+    options = DemoOptions(
+        out=args.out, data=args.data, users=args.users, devices=args.devices, fast=args.fast,
+        force=args.force, seed=args.seed,
+    )  # fmt: skip
+    path = run_demo(options)
+    print(f"report: {path.resolve()}")
     return 0
 
 
@@ -260,12 +246,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pocketrec {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = sub.add_parser("demo", help="rank a random catalog and print the top 10")
-    demo.add_argument("--items", type=int, default=100_000, help="catalog size (default 100000)")
-    demo.add_argument("--dim", type=int, default=64, help="vector dimension (default 64)")
-    demo.add_argument("--k", type=int, default=10, help="results to print (default 10)")
+    demo = sub.add_parser(
+        "demo", help="the whole loop offline: train, serve, devices, retrain, report"
+    )
+    demo.add_argument("--out", type=Path, default=Path("pocketrec-demo"), help="output folder")
+    demo.add_argument("--data", type=Path, default=None, help="a dataset instead of synthetic")
+    demo.add_argument("--users", type=int, default=None, help="synthetic users (3000; fast 1000)")
+    demo.add_argument("--devices", type=int, default=4, help="simulated devices (default 4)")
+    demo.add_argument("--fast", action="store_true", help="a small model and data (tests)")
+    demo.add_argument("--force", action="store_true", help="empty a non-empty --out first")
     demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.add_argument("--backend", default="auto", help="auto, c, numba or numpy (default auto)")
     demo.set_defaults(func=_cmd_demo)
 
     info = sub.add_parser("backends", help="list the top-k backends usable on this machine")

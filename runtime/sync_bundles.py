@@ -31,7 +31,8 @@ from pathlib import Path
 
 from pocketrec.core.bundle import MANIFEST, Manifest, read_manifest, sha256_file, verify_bundle
 from pocketrec.core.errors import BundleError, BundleRejectedError, SyncAuthError, SyncError
-from pocketrec.runtime.sync_http import HttpClient, file_path, fsync_path
+from pocketrec.core.files import fsync_path
+from pocketrec.runtime.sync_http import HttpClient, file_path
 from pocketrec.runtime.sync_policy import Retrier
 from pocketrec.runtime.sync_signature import verify_signature
 from pocketrec.storage import Store

@@ -8,7 +8,6 @@ status is returned as a :class:`Response` (the caller decides what is retryable)
 from __future__ import annotations
 
 import http.client
-import os
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -158,12 +157,3 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, (socket.timeout, TimeoutError)):
         return "timed out"
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def fsync_path(path: Path) -> None:
-    """fsync a file or a directory."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

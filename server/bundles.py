@@ -17,6 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pocketrec.core.bundle import MANIFEST, read_manifest, verify_bundle
+from pocketrec.core.files import fsync_path
 from pocketrec.server.signing import sign
 
 SIGNATURE = "manifest.sig"
@@ -71,12 +72,12 @@ class BundleRepository:
         (staging / MANIFEST).write_bytes(manifest_bytes)
         (staging / SIGNATURE).write_bytes(sign(key, manifest_bytes))
         for child in staging.iterdir():
-            _fsync(child)
-        _fsync(staging)
+            fsync_path(child)
+        fsync_path(staging)
         if target.exists():  # an earlier publish of this version crashed before LATEST
             shutil.rmtree(target)
         os.replace(staging, target)
-        _fsync(self.versions_dir)
+        fsync_path(self.versions_dir)
         _write_atomic(self.root / LATEST, f"{version}\n".encode("ascii"))
         published = self.get(version)
         assert published is not None
@@ -115,14 +116,6 @@ class BundleRepository:
         return folder / name
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     with temp.open("wb") as fh:
@@ -130,4 +123,4 @@ def _write_atomic(path: Path, data: bytes) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(temp, path)
-    _fsync(path.parent)
+    fsync_path(path.parent)
