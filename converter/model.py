@@ -41,7 +41,7 @@ class ModelConfig:
     embedding_dim: int = 64
     hidden_dim: int = 128
     user_dim: int = 64
-    dropout: float = 0.5
+    dropout: float = 0.6
     max_len: int = 50
     batch_size: int = 256
     learning_rate: float = 5e-3
