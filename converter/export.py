@@ -35,8 +35,8 @@ from pocketrec.core.errors import PocketrecError
 from pocketrec.core.events import EVENT_NAMES
 from pocketrec.core.files import fsync_path
 from pocketrec.core.heldout import StageData
+from pocketrec.core.ranking import select_topk
 from pocketrec.native.int8 import quantize_int8
-from pocketrec.native.reference import select_topk
 from pocketrec.runtime.bundle import open_bundle
 from pocketrec.runtime.evaluation import evaluate_user_vectors, replay_user_vectors
 from pocketrec.runtime.step import StepModel

@@ -25,6 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from pocketrec.core.events import negative_mask
+from pocketrec.core.ranking import select_topk
 from pocketrec.core.split import Split, Stage
 
 DEFAULT_KS: tuple[int, ...] = (5, 10, 20)
@@ -78,15 +79,7 @@ def topk_items(
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     s = _checked_scores(scores)
-    candidates = np.flatnonzero(_eligible(len(s), exclude))
-    if len(candidates) > k:  # keep the k best (ties at the boundary: lowest indices)
-        cs = s[candidates]
-        kth = np.partition(cs, len(cs) - k)[len(cs) - k]
-        above = candidates[cs > kth]
-        tied = candidates[cs == kth][: k - len(above)]
-        candidates = np.concatenate([above, tied])
-    order = np.lexsort((candidates, -s[candidates].astype(np.float64)))
-    best: npt.NDArray[np.int64] = candidates[order].astype(np.int64)
+    best, _scores = select_topk(s, _eligible(len(s), exclude), k)
     return best
 
 

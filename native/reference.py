@@ -11,24 +11,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from pocketrec.core.ranking import select_topk
 from pocketrec.native.result import Result
 
 # Rows of the int8 catalog widened to int32 at a time (bounds the reference's scratch memory).
 _I8_CHUNK = 65536
-
-
-def select_topk(
-    scores: npt.NDArray[np.float32], eligible: npt.NDArray[np.bool_], k: int
-) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32]]:
-    """The best ``k`` eligible of ``scores`` ``[N]``, highest score first, then lower index."""
-    idx = np.flatnonzero(eligible & ~np.isnan(scores))
-    s = scores[idx]
-    if idx.size > k:
-        kth = -np.partition(-s, k - 1)[k - 1]
-        keep = s >= kth  # every item tied with the k-th best stays a candidate
-        idx, s = idx[keep], s[keep]
-    order = np.lexsort((idx, -s))[:k]
-    return idx[order].astype(np.int64), s[order]
 
 
 def _assemble(
