@@ -1,13 +1,14 @@
 """Latency of ``Recommender.observe()`` + ``recommend(k=10)`` on a 100k-item catalog (issue 4).
 
-The bundle: the converter trains a GRU step model (H = 64, D = 64) for one epoch on a small
-synthetic data set and exports it; its catalog is then replaced by a random float32
-``[100000, 65]`` catalog (standard normal / 8, the last column a small bias), or that catalog's
-int8 quantization, with a matching ``items.json`` (the trained model's item ids first, then
-synthetic ids), and the manifest entries of the replaced files are recomputed with
-``pocketrec.core.bundle.file_entry``, so the bundle verifies like any other. Only the trained ids
-are observed (the step model's embedding table knows those); the latency does not depend on what
-the catalog holds, nor the step model's cost on its vocabulary size.
+The bundle: the converter trains the default step model (``ModelConfig`` defaults: two LRU
+blocks, D = 64, a state of S = 512 floats) for one epoch on a small synthetic data set and exports
+it; its catalog is then replaced by a random float32 ``[100000, 65]`` catalog (standard normal /
+8, the last column a small bias), or that catalog's int8 quantization, with a matching
+``items.json`` (the trained model's item ids first, then synthetic ids), and the manifest entries
+of the replaced files are recomputed with ``pocketrec.core.bundle.file_entry``, so the bundle
+verifies like any other. Only the trained ids are observed (the step model's embedding table
+knows those); the latency does not depend on what the catalog holds, nor the step model's cost on
+its vocabulary size.
 
 Measured in one process, with the same events for both catalogs (one user; clicks, views,
 purchases, likes and 5% dismissals, so demotion and the masks are exercised):
@@ -63,8 +64,7 @@ from pocketrec.runtime.interpreter import make_interpreter
 from pocketrec.storage import Store
 from pocketrec.storage.connection import Durability
 
-D = 64
-H = 64
+D = 64  # ModelConfig's default user_dim (not imported here: it would load TensorFlow)
 K = 10
 WARM_UP = 300
 EVENT_MIX = (("view", 0.3), ("click", 0.45), ("purchase", 0.1), ("like", 0.1), ("dismiss", 0.05))
@@ -82,7 +82,7 @@ TARGETS = {
 
 
 def train_step_bundle(root: Path, seed: int) -> Path:
-    """A small trained bundle with a GRU of ``H`` units and user vectors of ``D + 1``."""
+    """A small trained bundle of the default model (state ``S``, user vectors ``D + 1``)."""
     from pocketrec.converter import model_dir
     from pocketrec.converter.export import export_bundle
     from pocketrec.converter.model import ModelConfig
@@ -91,9 +91,7 @@ def train_step_bundle(root: Path, seed: int) -> Path:
 
     data = synthetic.generate(num_users=300, num_items=150, seed=seed)
     split = leave_one_out(data)
-    config = ModelConfig(
-        num_items=data.num_items, embedding_dim=32, hidden_dim=H, user_dim=D, max_epochs=1
-    )
+    config = ModelConfig(num_items=data.num_items, max_epochs=1)
     model, report = train(split, config, show_progress=False)
     model_dir.save(root / "model", model, data, split, report)
     export_bundle(root / "model", root / "trained", model_version=1, evaluate_test=False)
@@ -236,7 +234,7 @@ def time_interpreter(bundle_dir: Path, count: int) -> dict[str, list[int]]:
     """The step model through the signature runner, and the raw interpreter path."""
     rec = Recommender.open(bundle_dir)
     model = rec.ranking().served.step_model()
-    state = np.zeros(H, dtype=np.float32)
+    state = np.zeros(model.state_dim, dtype=np.float32)
     runner_ns = time_loop(lambda n: model.step(n % 100, 1, state), count)
 
     content = (bundle_dir / fmt.STEP_MODEL).read_bytes()
@@ -245,7 +243,7 @@ def time_interpreter(bundle_dir: Path, count: int) -> dict[str, list[int]]:
     raw = make_interpreter(content)  # never given to a signature runner
     raw.allocate_tensors()
     item, event = np.zeros((1, 1), np.int32), np.ones((1, 1), np.int32)
-    state2 = np.zeros((1, H), np.float32)
+    state2 = np.zeros((1, model.state_dim), np.float32)
     i_item, i_event = inputs["item"]["index"], inputs["event"]["index"]
     i_state, o_user = inputs["state"]["index"], outputs["user"]["index"]
 
@@ -360,8 +358,8 @@ def report(
         f"pocketrec runtime bench: {platform.processor() or platform.machine()}, "
         f"{os.cpu_count()} CPUs, Python {platform.python_version()}, numpy {np.__version__}; "
         f"interpreter {info['interpreter']}, top-k backend {info['backend']}; N = {items:,}, "
-        f"D + 1 = {D + 1}, H = {H}, k = {K}; {count:,} timed events per catalog after "
-        f"{WARM_UP} warm-up, one user, 5% dismissals; db rows: "
+        f"D + 1 = {D + 1}, state {info['state_dim']} floats, k = {K}; {count:,} timed events per "
+        f"catalog after {WARM_UP} warm-up, one user, 5% dismissals; db rows: "
         f"{len(f32['db']['full']['observe']):,} timed events each, a fresh store file in "
         f"{f32['db_dir']}"
     )
@@ -461,7 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.bundles is None:
         tmp = tempfile.TemporaryDirectory()
         args.bundles = Path(tmp.name)
-    print(f"building the bundles (N = {args.items:,}, D = {D}, H = {H}) ...", file=sys.stderr)
+    print(f"building the bundles (N = {args.items:,}, D = {D}) ...", file=sys.stderr)
     bundles = build_bundles(args.bundles, args.items, args.seed)
 
     db_dir = args.db_dir or Path(tempfile.gettempdir())

@@ -63,7 +63,7 @@ def convert_step_model(model: InterestModel, model_dtype: str = "float32") -> by
     """The step model as a ``.tflite`` flatbuffer with one signature ``step``."""
     if model_dtype not in fmt.MODEL_DTYPES:
         raise ValueError(f"model dtype must be one of {fmt.MODEL_DTYPES}, got {model_dtype!r}")
-    hidden = model.config.hidden_dim
+    hidden = model.config.state_dim
     step_model = model.step_model
 
     def step(item: tf.Tensor, event: tf.Tensor, state: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -169,7 +169,7 @@ def export_bundle(
         manifest = fmt.Manifest(
             model_version=int(time.time()) if model_version is None else model_version,
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            state_dim=model.config.hidden_dim,
+            state_dim=model.config.state_dim,
             user_dim=model.config.catalog_dim,
             num_items=model.config.num_items,
             model_dtype=model_dtype,

@@ -1,10 +1,15 @@
-"""The user-interest model: item (+ event) embedding → GRU → projection, scored by inner product.
+"""The user-interest model: item (+ event) embedding → recurrent cell → user vector, scored by
+inner product.
 
 Per event ``t`` with item ``i_t`` and event type ``e_t``::
 
     x_t = item_emb[i_t] + event_emb[e_t]              (dropout on x_t while training)
-    h_t = GRU(h_{t-1}, x_t)                            state, float32 [H]
-    u_t = [W h_t + c, 1]                               user vector, float32 [D + 1]
+    cell "lru" (see ``lru.py``):
+        z_t = LRUBlock_L(… LRUBlock_1(LayerNorm(x_t)))  state: 2N floats per block
+        u_t = [z_t, 1]                                  user vector, float32 [E + 1]
+    cell "gru":
+        h_t = GRU(h_{t-1}, x_t)                         state, float32 [H]
+        u_t = [W h_t + c, 1]                            user vector, float32 [D + 1]
     score(j) = <u_t, v_j>,  v_j = [out_emb[j], b_j]    catalog vector, float32 [D + 1]
 
 With ``tied=True`` the output embeddings are the input item embeddings (``out_emb = item_emb``).
@@ -15,7 +20,7 @@ user dimension, so that ranking stays a pure inner product for the native kernel
 Two Keras functional models share the layers: the *sequence* model (training and batch
 evaluation; ``[B, T]`` items and events → ``[B, T, D + 1]`` user vectors) and the *step* model
 (one event and the previous state → new state and user vector), which is what becomes
-``step.tflite``.
+``step.tflite``. Both cells do O(1) work per event on device.
 """
 
 from __future__ import annotations
@@ -30,32 +35,57 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
+from pocketrec.converter.lru import LRUBlock
 from pocketrec.core.events import EVENT_NAMES
+
+CELLS = ("gru", "lru")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Hyper-parameters; the defaults are what every dataset gets (chosen on validation only)."""
+    """Hyper-parameters; the defaults are what every dataset gets (chosen on validation only).
+
+    ``hidden_dim`` is the GRU state size, or the complex state size ``N`` of each LRU block;
+    ``num_layers`` counts LRU blocks (the GRU has one layer); ``r_min`` is the smallest initial
+    ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to AdamW; ``plateau_decay < 1``
+    multiplies the learning rate by it after every epoch without a validation gain.
+    """
 
     num_items: int
     embedding_dim: int = 64
     hidden_dim: int = 128
     user_dim: int = 64
-    dropout: float = 0.6
+    dropout: float = 0.5
     max_len: int = 50
     batch_size: int = 256
-    learning_rate: float = 5e-3
-    max_epochs: int = 30
-    patience: int = 3
+    learning_rate: float = 1e-3
+    max_epochs: int = 100
+    patience: int = 4
     seed: int = 0
-    tied: bool = False
+    tied: bool = True
+    cell: str = "lru"
+    num_layers: int = 2
+    r_min: float = 0.0
+    weight_decay: float = 0.0
+    plateau_decay: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.tied and self.user_dim != self.embedding_dim:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.cell == "gru" and self.num_layers != 1:
+            raise ValueError(f"the GRU model has one layer, got num_layers={self.num_layers}")
+        needs_equal = self.tied or self.cell == "lru"
+        if needs_equal and self.user_dim != self.embedding_dim:
             raise ValueError(
-                f"tied embeddings need user_dim == embedding_dim, got {self.user_dim} and "
-                f"{self.embedding_dim}"
+                f"tied embeddings and the LRU model need user_dim == embedding_dim, got "
+                f"{self.user_dim} and {self.embedding_dim}"
             )
+
+    @property
+    def state_dim(self) -> int:
+        """Floats of recurrent state per user: ``hidden_dim`` (GRU) or ``2 * hidden_dim`` per
+        LRU layer (real and imaginary parts)."""
+        return self.hidden_dim if self.cell == "gru" else 2 * self.hidden_dim * self.num_layers
 
     @property
     def catalog_dim(self) -> int:
@@ -69,6 +99,8 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         raw = json.loads(text)
+        if "cell" not in raw:  # written before the cell was a choice: a one-layer GRU
+            raw.update(cell="gru", num_layers=1)
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
@@ -85,9 +117,24 @@ class InterestModel:
         self.item_emb = keras.layers.Embedding(c.num_items, c.embedding_dim, name="item_emb")
         self.event_emb = keras.layers.Embedding(len(EVENT_NAMES), c.embedding_dim, name="event_emb")
         self.dropout = keras.layers.Dropout(c.dropout, seed=c.seed, name="input_dropout")
-        self.gru = keras.layers.GRU(c.hidden_dim, return_sequences=True, name="gru")
-        self.state_dropout = keras.layers.Dropout(c.dropout, seed=c.seed + 1, name="state_dropout")
-        self.project = keras.layers.Dense(c.user_dim, name="project")
+        if c.cell == "gru":
+            self.gru = keras.layers.GRU(c.hidden_dim, return_sequences=True, name="gru")
+            self.state_dropout = keras.layers.Dropout(
+                c.dropout, seed=c.seed + 1, name="state_dropout"
+            )
+            self.project = keras.layers.Dense(c.user_dim, name="project")
+        else:
+            self.input_norm = keras.layers.LayerNormalization(epsilon=1e-6, name="input_norm")
+            self.blocks = [
+                LRUBlock(
+                    c.hidden_dim,
+                    c.dropout,
+                    r_min=c.r_min,
+                    seed=c.seed + 10 * (i + 1),
+                    name=f"lru_{i}",
+                )
+                for i in range(c.num_layers)
+            ]
         # Tied: the catalog vectors are the input item embeddings themselves.
         self.out_emb = (
             self.item_emb
@@ -111,19 +158,32 @@ class InterestModel:
         items = keras.Input((None,), dtype="int32", name="items")
         events = keras.Input((None,), dtype="int32", name="events")
         x = self.dropout(self.item_emb(items) + self.event_emb(events))
-        h = self.state_dropout(self.gru(x))
-        return keras.Model([items, events], self._with_one(self.project(h)), name="sequence")
+        if self.config.cell == "gru":
+            u = self.project(self.state_dropout(self.gru(x)))
+        else:
+            u = self.input_norm(x)
+            for block in self.blocks:
+                u = block(u)
+        return keras.Model([items, events], self._with_one(u), name="sequence")
 
     def _build_step_model(self) -> keras.Model:
-        h_dim = self.config.hidden_dim
         item = keras.Input((1,), batch_size=1, dtype="int32", name="item")
         event = keras.Input((1,), batch_size=1, dtype="int32", name="event")
-        state = keras.Input((h_dim,), batch_size=1, dtype="float32", name="state")
+        state = keras.Input((self.config.state_dim,), batch_size=1, dtype="float32", name="state")
         x = self.item_emb(item)[:, 0, :] + self.event_emb(event)[:, 0, :]
-        _, new_states = self.gru.cell(x, [state])
-        new_state = new_states[0] if isinstance(new_states, list | tuple) else new_states
-        user = self._with_one(self.project(new_state))
-        return keras.Model([item, event, state], [new_state, user], name="step")
+        if self.config.cell == "gru":
+            _, new_states = self.gru.cell(x, [state])
+            new_state = new_states[0] if isinstance(new_states, list | tuple) else new_states
+            u = self.project(new_state)
+        else:
+            n, e, parts = 2 * self.config.hidden_dim, self.config.embedding_dim, []
+            u = self.input_norm(x)
+            for i, block in enumerate(self.blocks):
+                both = block([u, state[:, i * n : (i + 1) * n]])
+                u = both[:, :e]
+                parts.append(both[:, e:])
+            new_state = keras.ops.concatenate(parts, axis=-1)
+        return keras.Model([item, event, state], [new_state, self._with_one(u)], name="step")
 
     def catalog(self) -> npt.NDArray[np.float32]:
         """Catalog vectors ``[N, D + 1]`` float32: output embeddings with the bias folded in."""
@@ -132,7 +192,12 @@ class InterestModel:
         return np.ascontiguousarray(np.concatenate([emb, bias], axis=1), dtype=np.float32)
 
     def initial_user(self) -> npt.NDArray[np.float32]:
-        """The user vector ``[D + 1]`` of a user with no events (state zero)."""
+        """The user vector ``[D + 1]`` of a user with no events.
+
+        GRU: the projection of the zero state. LRU: ``[0, …, 0, 1]``, which ranks by the learned
+        item bias alone (the model's popularity prior)."""
+        if self.config.cell == "lru":
+            return np.append(np.zeros(self.config.user_dim, np.float32), np.float32(1.0))
         zero = np.zeros((1, self.config.hidden_dim), dtype=np.float32)
         projected = keras.ops.convert_to_numpy(self.project(zero))[0]
         return np.append(projected, np.float32(1.0)).astype(np.float32)

@@ -178,7 +178,11 @@ def train(
         + ([] if config.tied else model.out_emb.trainable_weights)
         + model.out_bias.trainable_weights
     )
-    optimizer = keras.optimizers.Adam(learning_rate=config.learning_rate)
+    optimizer = (
+        keras.optimizers.AdamW(learning_rate=config.learning_rate, weight_decay=config.weight_decay)
+        if config.weight_decay > 0
+        else keras.optimizers.Adam(learning_rate=config.learning_rate)
+    )
     spec = tf.TensorSpec((None, None), tf.int32)
 
     def step(
@@ -233,6 +237,8 @@ def train(
             report.best_epoch, report.best_valid = epoch, metrics
         else:
             waited += 1
+            if config.plateau_decay < 1.0:
+                optimizer.learning_rate.assign(optimizer.learning_rate * config.plateau_decay)
             if waited >= config.patience:
                 report.stopped_early = True
                 break

@@ -74,6 +74,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(data.summary())
     print(split.summary())
     overrides = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS and v is not None}
+    if overrides.get("cell") == "gru":
+        overrides.setdefault("num_layers", 1)  # the default counts LRU blocks
     config = ModelConfig(num_items=data.num_items, **overrides)
     model, result = train(split, config, loss=args.loss, num_sampled=args.num_sampled)
     model_dir.save(args.out, model, data, split, result)
@@ -236,7 +238,8 @@ def _cmd_export_feedback(args: argparse.Namespace) -> int:
 
 _CONFIG_FLAGS = (
     "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
-    "learning_rate", "max_epochs", "patience", "seed", "tied",
+    "learning_rate", "max_epochs", "patience", "seed", "tied", "cell", "num_layers", "r_min",
+    "weight_decay", "plateau_decay",
 )  # fmt: skip
 
 
@@ -270,9 +273,11 @@ def build_parser() -> argparse.ArgumentParser:
     for flag, kind in (
         ("embedding-dim", int), ("hidden-dim", int), ("user-dim", int), ("dropout", float),
         ("max-len", int), ("batch-size", int), ("learning-rate", float), ("max-epochs", int),
-        ("patience", int), ("seed", int),
+        ("patience", int), ("seed", int), ("num-layers", int), ("r-min", float),
+        ("weight-decay", float), ("plateau-decay", float),
     ):  # fmt: skip
         tr.add_argument(f"--{flag}", type=kind, default=None, help="override the default")
+    tr.add_argument("--cell", choices=("gru", "lru"), default=None, help="recurrent cell")
     tr.add_argument(
         "--tied",
         action=argparse.BooleanOptionalAction,

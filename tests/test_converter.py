@@ -74,7 +74,8 @@ def test_bundle_round_trip(trained: Path, bundle_dir: Path) -> None:
     bundle = open_bundle(bundle_dir)
     m = bundle.manifest
     assert m.model_version == 7
-    assert (m.num_items, m.user_dim, m.state_dim) == (150, 17, 32)
+    assert (m.num_items, m.user_dim, m.state_dim) == (150, 17, loaded.model.config.state_dim)
+    assert m.state_dim == 2 * 32 * 2  # two LRU blocks of 32 complex units
     assert m.event_types == ["view", "click", "purchase", "like", "dislike", "dismiss"]
     assert isinstance(bundle.catalog, np.ndarray)
     np.testing.assert_array_equal(bundle.catalog, loaded.model.catalog())
@@ -205,6 +206,29 @@ def test_cli_train_convert_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
     assert json.loads(capsys.readouterr().out)["catalog_dtype"] == "int8"
 
 
+def test_cli_model_flags_reach_the_config(tmp_path: Path) -> None:
+    data = synthetic.generate(num_users=200, num_items=40, seed=6)
+    csv = tmp_path / "events.csv"
+    write_csv(data, csv)
+    gru, lru = tmp_path / "gru", tmp_path / "lru"
+    common = ["--data", str(csv), "--max-epochs", "1", "--embedding-dim", "8", "--user-dim", "8"]
+    assert main(["train", *common, "--out", str(gru), "--cell", "gru", "--no-tied",
+                 "--hidden-dim", "12", "--weight-decay", "0.01"]) == 0  # fmt: skip
+    assert main(["train", *common, "--out", str(lru), "--num-layers", "3", "--r-min", "0.5",
+                 "--hidden-dim", "4", "--plateau-decay", "0.5"]) == 0  # fmt: skip
+    g = model_dir.load(gru).model.config
+    assert (g.cell, g.tied, g.num_layers, g.weight_decay, g.state_dim) == (
+        "gru",
+        False,
+        1,
+        0.01,
+        12,
+    )
+    m = model_dir.load(lru).model.config
+    assert (m.cell, m.num_layers, m.r_min, m.plateau_decay) == ("lru", 3, 0.5, 0.5)
+    assert m.state_dim == 3 * 2 * 4
+
+
 def test_cli_reports_bad_input_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -241,7 +265,7 @@ def test_sampled_softmax_option_trains() -> None:
 
 
 def test_tied_embeddings_share_the_item_table() -> None:
-    with pytest.raises(ValueError, match="tied embeddings need user_dim == embedding_dim"):
+    with pytest.raises(ValueError, match="need user_dim == embedding_dim"):
         ModelConfig(num_items=10, embedding_dim=8, user_dim=16, tied=True)
     model = InterestModel(ModelConfig(num_items=10, embedding_dim=8, user_dim=8, tied=True))
     items = np.asarray(model.item_emb.embeddings)

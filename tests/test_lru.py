@@ -1,0 +1,132 @@
+"""The LRU cell: the parallel (Toeplitz) training form against a plain complex-number reference
+and against the per-event step form, TFLite parity of the exported step model, and the config
+rules that come with the cell choice."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="the converter needs the `convert` extra")
+
+import keras
+
+from pocketrec.converter.export import convert_step_model
+from pocketrec.converter.lru import LinearRecurrence
+from pocketrec.converter.model import InterestModel, ModelConfig
+from pocketrec.runtime.evaluation import replay_user_vectors
+from pocketrec.runtime.step import StepModel
+
+SMALL = {"embedding_dim": 8, "user_dim": 8, "hidden_dim": 6, "cell": "lru", "num_layers": 2}
+
+
+def _recurrence(seed: int = 0) -> LinearRecurrence:
+    layer = LinearRecurrence(5, r_min=0.3, seed=seed)
+    layer.build((None, None, 4))
+    rng = np.random.default_rng(seed)
+    for weight in (layer.b_re, layer.b_im, layer.c_re, layer.c_im, layer.c_bias):
+        weight.assign(rng.normal(size=weight.shape).astype(np.float32))
+    return layer
+
+
+def _reference(layer: LinearRecurrence, x: np.ndarray) -> np.ndarray:
+    """h_t = λ h_{t-1} + gamma (B x_t), y_t = Re(C h_t) + c, one complex step at a time."""
+    w = {v.name: keras.ops.convert_to_numpy(v).astype(np.float64) for v in layer.weights}
+    lam = np.exp(-np.exp(w["nu_log"]) + 1j * w["theta"])
+    gamma = np.exp(w["gamma_log"])
+    b = w["b_re"] + 1j * w["b_im"]
+    c = w["c_re"] + 1j * w["c_im"]
+    out = np.zeros(x.shape, dtype=np.float64)
+    for row in range(x.shape[0]):
+        h = np.zeros(layer.state_size, dtype=np.complex128)
+        for t in range(x.shape[1]):
+            h = lam * h + gamma * (x[row, t] @ b)
+            out[row, t] = (h @ c).real + w["c_bias"]
+    return out
+
+
+def test_parallel_form_matches_the_complex_reference() -> None:
+    layer = _recurrence()
+    x = np.random.default_rng(1).normal(size=(3, 11, 4)).astype(np.float32)
+    got = keras.ops.convert_to_numpy(layer(x))
+    np.testing.assert_allclose(got, _reference(layer, x), rtol=1e-4, atol=1e-4)
+
+
+def test_parallel_form_is_causal() -> None:
+    layer = _recurrence(seed=2)
+    x = np.random.default_rng(3).normal(size=(2, 9, 4)).astype(np.float32)
+    changed = x.copy()
+    changed[:, 5:] += 10.0
+    a, b = (keras.ops.convert_to_numpy(layer(v)) for v in (x, changed))
+    np.testing.assert_array_equal(a[:, :5], b[:, :5])
+    assert not np.allclose(a[:, 5:], b[:, 5:])
+
+
+def test_state_stays_stable_for_any_parameters() -> None:
+    layer = _recurrence(seed=4)
+    layer.nu_log.assign(np.linspace(-30.0, 5.0, 5).astype(np.float32))
+    magnitude = np.exp(-np.exp(keras.ops.convert_to_numpy(layer.nu_log).astype(np.float64)))
+    assert np.all(magnitude <= 1.0)
+    x = np.ones((1, 200, 4), dtype=np.float32)
+    assert np.isfinite(keras.ops.convert_to_numpy(layer(x))).all()
+
+
+def test_step_model_matches_sequence_model_at_every_position() -> None:
+    model = InterestModel(ModelConfig(num_items=40, **SMALL))
+    rng = np.random.default_rng(5)
+    items = rng.integers(0, 40, size=(2, 13)).astype(np.int32)
+    events = rng.integers(0, 4, size=(2, 13)).astype(np.int32)
+    sequence = keras.ops.convert_to_numpy(model.sequence_model([items, events], training=False))
+    for row in range(2):
+        state = np.zeros((1, model.config.state_dim), dtype=np.float32)
+        for t in range(13):
+            state, user = model.step_model([items[row : row + 1, t : t + 1],
+                                            events[row : row + 1, t : t + 1], state])  # fmt: skip
+            state = keras.ops.convert_to_numpy(state)
+            user = keras.ops.convert_to_numpy(user)[0]
+            np.testing.assert_allclose(user, sequence[row, t], atol=2e-5)
+    assert model.config.state_dim == 2 * 6 * 2
+
+
+@pytest.mark.parametrize("cell", ["lru", "gru"])
+def test_tflite_step_model_matches_keras(cell: str) -> None:
+    layers = 2 if cell == "lru" else 1
+    model = InterestModel(
+        ModelConfig(num_items=40, **{**SMALL, "cell": cell, "num_layers": layers})
+    )
+    step = StepModel(convert_step_model(model))
+    assert step.state_dim == model.config.state_dim
+    rng = np.random.default_rng(6)
+    items = [rng.integers(0, 40, size=n).astype(np.int32) for n in (1, 4, 17)]
+    events = [np.zeros(len(i), dtype=np.int8) for i in items]
+    lite = replay_user_vectors(step, items, events)
+    for row, (i, e) in enumerate(zip(items, events, strict=True)):
+        seq = model.sequence_model([i[None], e[None].astype(np.int32)], training=False)
+        np.testing.assert_allclose(lite[row], keras.ops.convert_to_numpy(seq)[0, -1], atol=1e-5)
+
+
+def test_cold_start_user_ranks_by_the_item_bias() -> None:
+    model = InterestModel(ModelConfig(num_items=40, **SMALL))
+    model.out_bias.embeddings.assign(np.arange(40, dtype=np.float32)[:, None])
+    scores = model.catalog() @ model.initial_user()
+    assert np.argmax(scores) == 39
+    np.testing.assert_array_equal(scores, np.arange(40, dtype=np.float32))
+
+
+def test_config_rules_for_the_cell_choice() -> None:
+    with pytest.raises(ValueError, match="user_dim == embedding_dim"):
+        ModelConfig(num_items=5, cell="lru", embedding_dim=8, user_dim=4)
+    with pytest.raises(ValueError, match="cell must be one of"):
+        ModelConfig(num_items=5, cell="lstm")
+    with pytest.raises(ValueError, match="one layer"):
+        ModelConfig(num_items=5, cell="gru", num_layers=2)
+    lru = ModelConfig(num_items=5, **SMALL)
+    assert ModelConfig.from_json(lru.to_json()) == lru
+    # A model directory written before the cell was a choice holds a GRU.
+    old = json.loads(ModelConfig(num_items=5, cell="gru", num_layers=1).to_json())
+    for name in ("cell", "num_layers", "r_min", "weight_decay", "plateau_decay"):
+        del old[name]
+    loaded = ModelConfig.from_json(json.dumps(old))
+    assert (loaded.cell, loaded.num_layers) == ("gru", 1)
