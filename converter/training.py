@@ -8,6 +8,8 @@
   sampled softmax with ``num_sampled`` popularity-sampled negatives and the log-q correction (for
   large catalogs).
 - Batches group sequences of similar length (less padding); batch order is shuffled per epoch.
+- Adam (AdamW when ``weight_decay > 0``); with ``plateau_decay < 1`` the learning rate is
+  multiplied by it after every epoch without a validation gain.
 - Early stopping on validation NDCG@10 (full ranking, history excluded), restoring the best
   epoch's weights. Seeds are fixed by the config.
 """

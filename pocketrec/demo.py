@@ -78,7 +78,7 @@ class DemoOptions:
 
     @property
     def max_epochs(self) -> int:
-        return 15 if self.fast else 30
+        return 15 if self.fast else 60
 
     @property
     def model(self) -> dict[str, Any]:
