@@ -117,7 +117,6 @@ class LRUBlock(keras.layers.Layer):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.state_size = state_size
         self.recurrence = LinearRecurrence(state_size, r_min=r_min, seed=seed, name="recurrence")
         self.drop_1 = keras.layers.Dropout(dropout, seed=seed + 1)
         self.drop_2 = keras.layers.Dropout(dropout, seed=seed + 2)

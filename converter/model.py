@@ -46,9 +46,10 @@ class ModelConfig:
     """Hyper-parameters; the defaults are what every dataset gets (chosen on validation only).
 
     ``hidden_dim`` is the GRU state size, or the complex state size ``N`` of each LRU block;
-    ``num_layers`` counts LRU blocks (the GRU has one layer); ``r_min`` is the smallest initial
-    ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to AdamW; ``plateau_decay < 1``
-    multiplies the learning rate by it after every epoch without a validation gain.
+    ``num_layers`` counts LRU blocks (0: the cell's default, 2 LRU blocks or the GRU's one layer);
+    ``r_min`` is the smallest initial ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to
+    AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every epoch without a
+    validation gain.
     """
 
     num_items: int
@@ -64,7 +65,7 @@ class ModelConfig:
     seed: int = 0
     tied: bool = True
     cell: str = "lru"
-    num_layers: int = 2
+    num_layers: int = 0
     r_min: float = 0.0
     weight_decay: float = 0.0
     plateau_decay: float = 1.0
@@ -72,6 +73,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.num_layers == 0:
+            object.__setattr__(self, "num_layers", 2 if self.cell == "lru" else 1)
         if self.cell == "gru" and self.num_layers != 1:
             raise ValueError(f"the GRU model has one layer, got num_layers={self.num_layers}")
         needs_equal = self.tied or self.cell == "lru"
@@ -99,8 +102,7 @@ class ModelConfig:
     def from_json(cls, text: str) -> ModelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         raw = json.loads(text)
-        if "cell" not in raw:  # written before the cell was a choice: a one-layer GRU
-            raw.update(cell="gru", num_layers=1)
+        raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")

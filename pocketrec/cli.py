@@ -74,8 +74,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(data.summary())
     print(split.summary())
     overrides = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS and v is not None}
-    if overrides.get("cell") == "gru":
-        overrides.setdefault("num_layers", 1)  # the default counts LRU blocks
     config = ModelConfig(num_items=data.num_items, **overrides)
     model, result = train(split, config, loss=args.loss, num_sampled=args.num_sampled)
     model_dir.save(args.out, model, data, split, result)
