@@ -7,8 +7,11 @@ excluded, full ranking). Prints a markdown table with the training wall time.
 
     python bench/bench_accuracy.py [--data ../shared/data/amazon-beauty ...] [--out DIR]
 
-Reference rows (published S3-Rec table; RecBole runs measured on this machine) come from
-``../shared/data/README.md`` and are printed for Amazon Beauty only.
+Peer, run in the same process: SASRec (``pocketrec.converter.sasrec``, a causal transformer that
+re-reads the history per call) trained by the same loop, split and defaults, evaluated in Keras on
+the same test users; the last line per dataset gives the bundle's ratio to it (``--no-peers``
+skips it). Reference rows (published S3-Rec table; RecBole runs measured on this machine) come
+from ``../shared/data/README.md`` and are printed for Amazon Beauty only.
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from pathlib import Path
 from pocketrec.converter import model_dir
 from pocketrec.converter.export import export_bundle
 from pocketrec.converter.model import ModelConfig
-from pocketrec.converter.training import train
+from pocketrec.converter.sasrec import SASRec
+from pocketrec.converter.training import evaluate_model, fit, train
 from pocketrec.core import leave_one_out, load
+from pocketrec.core.heldout import HeldOut
 from pocketrec.core.metrics import popularity_baseline
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -39,11 +44,12 @@ def _row(name: str, values: tuple[float, ...], extra: str = "") -> str:
     return f"| {name} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {extra} |"
 
 
-def run(data_path: Path, out: Path) -> list[str]:
+def run(data_path: Path, out: Path, *, peers: bool = True) -> list[str]:
     """Train, export and evaluate one dataset; returns its table rows."""
     data, _report = load(data_path)
     split = leave_one_out(data)
-    model, report = train(split, ModelConfig(num_items=data.num_items))
+    config = ModelConfig(num_items=data.num_items)
+    model, report = train(split, config)
     model_path = out / f"{data_path.name}-model"
     model_dir.save(model_path, model, data, split, report)
     rows = [f"| **{data_path.name}** ({data.num_users:,} users, {data.num_items:,} items) |||||||"]
@@ -61,7 +67,25 @@ def run(data_path: Path, out: Path) -> list[str]:
             _row(
                 f"pocketrec bundle, {catalog_dtype} catalog",
                 tuple(test[c] for c in COLUMNS),
-                f"{report.seconds:.0f} s, best epoch {report.best_epoch}",
+                f"{report.seconds:.0f} s, best epoch {report.best_epoch}, valid NDCG@10 "
+                f"{report.best_valid['ndcg@10']:.4f}",
+            )
+        )
+    if peers:
+        bundle = result.manifest.metrics["test"]  # the int8 catalog's row above
+        sasrec, peer_report = fit(SASRec(config), split)
+        peer = evaluate_model(sasrec, HeldOut.from_split(split).stage("test"))
+        rows.append(
+            _row(
+                "SASRec, same loop and defaults (peer, Keras)",
+                tuple(peer[c] for c in COLUMNS),
+                f"{peer_report.seconds:.0f} s, best epoch {peer_report.best_epoch}, valid "
+                f"NDCG@10 {peer_report.best_valid['ndcg@10']:.4f}",
+            )
+        )
+        rows.append(
+            _row(
+                "ratio: bundle (int8 catalog) / SASRec", tuple(bundle[c] / peer[c] for c in COLUMNS)
             )
         )
     return rows
@@ -77,13 +101,14 @@ def main() -> None:
         help="dataset files or folders (default: Amazon Beauty and Amazon Video)",
     )
     parser.add_argument("--out", type=Path, default=None, help="where models and bundles go")
+    parser.add_argument("--no-peers", action="store_true", help="skip the SASRec peer")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp)
         lines = ["| model | " + " | ".join(COLUMNS) + " | training, 2 cores |"]
         lines.append("|---" * (len(COLUMNS) + 2) + "|")
         for path in args.data:
-            lines += run(path, out)
+            lines += run(path, out, peers=not args.no_peers)
         print("\n".join(lines))
 
 

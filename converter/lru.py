@@ -29,11 +29,28 @@ from keras import ops
 R_MAX = 0.99  # initial |λ| is drawn in [r_min, R_MAX]
 
 
+def weight_init(std: float, seed: int) -> keras.initializers.Initializer:
+    """Initializer of one weight matrix: truncated normal (±2 std) when ``std > 0``, else
+    Glorot uniform. One seed per matrix: a seeded Keras initializer repeats its values."""
+    if std > 0:
+        return keras.initializers.TruncatedNormal(stddev=std, seed=seed)
+    return keras.initializers.GlorotUniform(seed=seed)
+
+
 class LinearRecurrence(keras.layers.Layer):
     """The diagonal complex recurrence and its read-out: ``x [.., E] → Re(C h) + c [.., E]``."""
 
-    def __init__(self, state_size: int, *, r_min: float, seed: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        state_size: int,
+        *,
+        r_min: float,
+        seed: int,
+        init_std: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
+        self.init_std = init_std
         self.state_size = state_size
         self.r_min = r_min
         self.seed = seed
@@ -55,11 +72,14 @@ class LinearRecurrence(keras.layers.Layer):
         self.nu_log = constant("nu_log", np.log(nu))
         self.theta = constant("theta", theta)
         self.gamma_log = constant("gamma_log", np.log(gamma))
-        dense = keras.initializers.GlorotUniform(seed=self.seed)
-        self.b_re = self.add_weight(name="b_re", shape=(e, n), initializer=dense)
-        self.b_im = self.add_weight(name="b_im", shape=(e, n), initializer=dense)
-        self.c_re = self.add_weight(name="c_re", shape=(n, e), initializer=dense)
-        self.c_im = self.add_weight(name="c_im", shape=(n, e), initializer=dense)
+
+        def dense(offset: int) -> keras.initializers.Initializer:
+            return weight_init(self.init_std, self.seed * 7 + offset)
+
+        self.b_re = self.add_weight(name="b_re", shape=(e, n), initializer=dense(0))
+        self.b_im = self.add_weight(name="b_im", shape=(e, n), initializer=dense(1))
+        self.c_re = self.add_weight(name="c_re", shape=(n, e), initializer=dense(2))
+        self.c_im = self.add_weight(name="c_im", shape=(n, e), initializer=dense(3))
         self.c_bias = self.add_weight(name="c_bias", shape=(e,), initializer="zeros")
 
     def _inputs(self, x: Any) -> tuple[Any, Any]:
@@ -114,10 +134,14 @@ class LRUBlock(keras.layers.Layer):
         *,
         r_min: float,
         seed: int,
+        init_std: float = 0.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.recurrence = LinearRecurrence(state_size, r_min=r_min, seed=seed, name="recurrence")
+        self.init_std = init_std
+        self.recurrence = LinearRecurrence(
+            state_size, r_min=r_min, seed=seed, init_std=init_std, name="recurrence"
+        )
         self.drop_1 = keras.layers.Dropout(dropout, seed=seed + 1)
         self.drop_2 = keras.layers.Dropout(dropout, seed=seed + 2)
         self.drop_3 = keras.layers.Dropout(dropout, seed=seed + 3)
@@ -129,11 +153,12 @@ class LRUBlock(keras.layers.Layer):
         if isinstance(input_shape, list):
             input_shape = input_shape[0]
         e = int(input_shape[-1])
-        dense = keras.initializers.GlorotUniform
         self.ff_in = keras.layers.Dense(
-            4 * e, kernel_initializer=dense(self.seed + 4), name="ff_in"
+            4 * e, kernel_initializer=weight_init(self.init_std, self.seed + 4), name="ff_in"
         )
-        self.ff_out = keras.layers.Dense(e, kernel_initializer=dense(self.seed + 5), name="ff_out")
+        self.ff_out = keras.layers.Dense(
+            e, kernel_initializer=weight_init(self.init_std, self.seed + 5), name="ff_out"
+        )
         self.recurrence.build(input_shape)
         self.norm_1.build(input_shape)
         self.norm_2.build(input_shape)

@@ -35,10 +35,11 @@ import keras
 import numpy as np
 import numpy.typing as npt
 
-from pocketrec.converter.lru import LRUBlock
+from pocketrec.converter.lru import LRUBlock, weight_init
 from pocketrec.core.events import EVENT_NAMES
 
 CELLS = ("gru", "lru")
+BATCHING = ("events", "users")
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class ModelConfig:
     ``num_layers`` counts LRU blocks (0: the cell's default, 2 LRU blocks or the GRU's one layer);
     ``r_min`` is the smallest initial ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to
     AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every epoch without a
-    validation gain.
+    validation gain; ``init_std > 0`` draws the embeddings and the LRU's weight matrices from a
+    normal truncated at ±2 std (0: Keras' uniform embeddings and Glorot matrices); ``ema > 0``
+    evaluates and keeps an exponential moving average of the weights with that momentum.
     """
 
     num_items: int
@@ -61,7 +64,7 @@ class ModelConfig:
     batch_size: int = 256
     learning_rate: float = 1e-3
     max_epochs: int = 100
-    patience: int = 4
+    patience: int = 10
     seed: int = 0
     tied: bool = True
     cell: str = "lru"
@@ -69,10 +72,15 @@ class ModelConfig:
     r_min: float = 0.0
     weight_decay: float = 0.0
     plateau_decay: float = 1.0
+    ema: float = 0.998
+    init_std: float = 0.02
+    batching: str = "events"
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.num_layers == 0:
             object.__setattr__(self, "num_layers", 2 if self.cell == "lru" else 1)
         if self.cell == "gru" and self.num_layers != 1:
@@ -103,10 +111,21 @@ class ModelConfig:
         fields = {f.name for f in dataclasses.fields(cls)}
         raw = json.loads(text)
         raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
+        # Written before these were choices: what training did then.
+        for name, then in (("init_std", 0.0), ("ema", 0.0), ("batching", "users")):
+            raw.setdefault(name, then)
         unknown = set(raw) - fields
         if unknown:
             raise ValueError(f"unknown model config fields: {sorted(unknown)}")
         return cls(**raw)
+
+
+def catalog_vectors(out_emb: Any, out_bias: Any) -> npt.NDArray[np.float32]:
+    """``[N, D + 1]`` float32: the rows of embedding layer ``out_emb`` with the item bias
+    (embedding layer ``out_bias``, one column) folded in as the last column."""
+    emb = keras.ops.convert_to_numpy(out_emb.embeddings)
+    bias = keras.ops.convert_to_numpy(out_bias.embeddings)
+    return np.ascontiguousarray(np.concatenate([emb, bias], axis=1), dtype=np.float32)
 
 
 class InterestModel:
@@ -116,8 +135,19 @@ class InterestModel:
         keras.utils.set_random_seed(config.seed)
         self.config = config
         c = config
-        self.item_emb = keras.layers.Embedding(c.num_items, c.embedding_dim, name="item_emb")
-        self.event_emb = keras.layers.Embedding(len(EVENT_NAMES), c.embedding_dim, name="event_emb")
+
+        def emb_init(seed: int) -> Any:
+            return weight_init(c.init_std, c.seed + seed) if c.init_std > 0 else "uniform"
+
+        self.item_emb = keras.layers.Embedding(
+            c.num_items, c.embedding_dim, embeddings_initializer=emb_init(101), name="item_emb"
+        )
+        self.event_emb = keras.layers.Embedding(
+            len(EVENT_NAMES),
+            c.embedding_dim,
+            embeddings_initializer=emb_init(102),
+            name="event_emb",
+        )
         self.dropout = keras.layers.Dropout(c.dropout, seed=c.seed, name="input_dropout")
         if c.cell == "gru":
             self.gru = keras.layers.GRU(c.hidden_dim, return_sequences=True, name="gru")
@@ -133,6 +163,7 @@ class InterestModel:
                     c.dropout,
                     r_min=c.r_min,
                     seed=c.seed + 10 * (i + 1),
+                    init_std=c.init_std,
                     name=f"lru_{i}",
                 )
                 for i in range(c.num_layers)
@@ -189,9 +220,7 @@ class InterestModel:
 
     def catalog(self) -> npt.NDArray[np.float32]:
         """Catalog vectors ``[N, D + 1]`` float32: output embeddings with the bias folded in."""
-        emb = keras.ops.convert_to_numpy(self.out_emb.embeddings)
-        bias = keras.ops.convert_to_numpy(self.out_bias.embeddings)
-        return np.ascontiguousarray(np.concatenate([emb, bias], axis=1), dtype=np.float32)
+        return catalog_vectors(self.out_emb, self.out_bias)
 
     def initial_user(self) -> npt.NDArray[np.float32]:
         """The user vector ``[D + 1]`` of a user with no events.

@@ -8,24 +8,30 @@
   sampled softmax with ``num_sampled`` popularity-sampled negatives and the log-q correction (for
   large catalogs).
 - Batches group sequences of similar length (less padding); batch order is shuffled per epoch.
+  ``batching="events"`` sizes batches by training events (``batch_size`` * the mean window length)
+  rather than by sequences, so every event weighs the same in the loss; ``"users"`` puts
+  ``batch_size`` sequences in each batch, so each user weighs about the same.
 - Adam (AdamW when ``weight_decay > 0``); with ``plateau_decay < 1`` the learning rate is
   multiplied by it after every epoch without a validation gain.
 - Early stopping on validation NDCG@10 (full ranking, history excluded), restoring the best
-  epoch's weights. Seeds are fixed by the config.
+  epoch's weights. With ``ema > 0`` validation (and the kept weights) use an exponential moving
+  average of the weights (``averaging.py``). Seeds are fixed by the config.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, TypeVar
 
 import keras
 import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from pocketrec.converter.averaging import WeightAverage
 from pocketrec.converter.model import InterestModel, ModelConfig
 from pocketrec.core.events import negative_mask
 from pocketrec.core.heldout import HeldOut, StageData
@@ -35,6 +41,20 @@ from pocketrec.runtime.evaluation import evaluate_user_vectors
 
 Loss = Literal["full", "sampled"]
 EVAL_BATCH = 512
+
+
+class Trainable(Protocol):
+    """What the training loop needs of a model: ``InterestModel`` or a reference model."""
+
+    config: ModelConfig
+    sequence_model: keras.Model  # [B, T] items, events (int32) → [B, T, D + 1] user vectors
+    out_emb: keras.layers.Embedding
+    out_bias: keras.layers.Embedding
+
+    def catalog(self) -> npt.NDArray[np.float32]: ...
+
+
+M = TypeVar("M", bound=Trainable)
 
 
 @dataclass(frozen=True)
@@ -74,17 +94,27 @@ def training_windows(split: Split, max_len: int) -> Windows:
 
 
 def length_batches(
-    lengths: npt.NDArray[np.int64], batch: int, rng: np.random.Generator
+    lengths: npt.NDArray[np.int64], batch: int, rng: np.random.Generator, *, by_events: bool = False
 ) -> list[npt.NDArray[np.int64]]:
-    """Row indices grouped by similar length (random among equals), batches in random order."""
+    """Row indices grouped by similar length (random among equals), batches in random order.
+
+    ``batch`` windows per batch; with ``by_events``, windows are instead added to a batch until
+    it holds ``batch * mean length`` positions (so every training event weighs the same in the
+    loss, whatever its sequence's length)."""
     order = np.lexsort((rng.random(len(lengths)), lengths))
-    batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+    if not by_events:
+        batches = [order[i : i + batch] for i in range(0, len(order), batch)]
+    else:
+        budget = batch * float(lengths.mean())
+        ends = np.cumsum(lengths[order])
+        cuts = np.searchsorted(ends, np.arange(budget, ends[-1], budget), side="right")
+        batches = [b for b in np.split(order, np.unique(cuts)) if len(b)]
     rng.shuffle(batches)
     return batches
 
 
 def user_vectors(
-    model: InterestModel, items: list[npt.NDArray[np.int32]], events: list[npt.NDArray[np.int8]]
+    model: Trainable, items: list[npt.NDArray[np.int32]], events: list[npt.NDArray[np.int8]]
 ) -> npt.NDArray[np.float32]:
     """User vectors ``[U, D + 1]`` after each whole history (inference mode, batched by length)."""
     lengths = np.array([len(h) for h in items], dtype=np.int64)
@@ -106,7 +136,7 @@ def user_vectors(
     return out
 
 
-def evaluate_model(model: InterestModel, data: StageData) -> dict[str, float]:
+def evaluate_model(model: Trainable, data: StageData) -> dict[str, float]:
     """Metrics of the Keras model on ``data`` with the float32 catalog."""
     users = user_vectors(model, data.items, data.events)
     return evaluate_user_vectors(model.catalog(), users, data.targets, data.excluded)
@@ -124,7 +154,7 @@ class TrainingReport:
 
 
 def _loss_fn(
-    model: InterestModel, loss: Loss, num_sampled: int, popularity: npt.NDArray[np.float64]
+    model: Trainable, loss: Loss, num_sampled: int, popularity: npt.NDArray[np.float64]
 ) -> Callable[..., Any]:
     out_emb, out_bias = model.out_emb, model.out_bias
     num_items = model.config.num_items
@@ -166,9 +196,31 @@ def train(
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     show_progress: bool = True,
 ) -> tuple[InterestModel, TrainingReport]:
-    """Train on ``split`` with early stopping on validation NDCG@10; returns the best model."""
+    """Train the step model on ``split`` with early stopping on validation NDCG@10; returns the
+    best epoch's model (see :func:`fit`)."""
+    return fit(
+        InterestModel(config),
+        split,
+        loss=loss,
+        num_sampled=num_sampled,
+        on_epoch=on_epoch,
+        show_progress=show_progress,
+    )
+
+
+def fit(
+    model: M,
+    split: Split,
+    *,
+    loss: Loss = "full",
+    num_sampled: int = 1000,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    show_progress: bool = True,
+) -> tuple[M, TrainingReport]:
+    """The training loop for any :class:`Trainable` (its ``config`` gives the settings): the
+    model's weights end as the best epoch's (or their moving average with ``config.ema``)."""
     start = time.perf_counter()
-    model = InterestModel(config)
+    config = model.config
     windows = training_windows(split, config.max_len)
     if len(windows.lengths) == 0:
         raise ValueError("no user has two training events: nothing to train on")
@@ -185,6 +237,7 @@ def train(
         if config.weight_decay > 0
         else keras.optimizers.Adam(learning_rate=config.learning_rate)
     )
+    average = WeightAverage(variables, config.ema) if config.ema > 0 else None
     spec = tf.TensorSpec((None, None), tf.int32)
 
     def step(
@@ -196,6 +249,8 @@ def train(
             value = compute_loss(tf.gather_nd(users, where), tf.gather_nd(targets, where))
         grads = tape.gradient(value, variables)
         optimizer.apply(grads, variables)
+        if average is not None:
+            average.update()
         return value
 
     train_step = tf.function(
@@ -208,7 +263,9 @@ def train(
     report = TrainingReport()
     best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
     for epoch in range(1, config.max_epochs + 1):
-        batches = length_batches(windows.lengths, config.batch_size, rng)
+        batches = length_batches(
+            windows.lengths, config.batch_size, rng, by_events=config.batching == "events"
+        )
         losses = []
         bar = Progress(f"epoch {epoch:>2}", total=len(batches)) if show_progress else None
         for rows in batches:
@@ -222,7 +279,9 @@ def train(
             losses.append(float(value))
             if bar is not None:
                 bar.update(1, loss=float(np.mean(losses)))
-        metrics = evaluate_model(model, valid)
+        with average.swapped() if average is not None else nullcontext():
+            metrics = evaluate_model(model, valid)
+            snapshot = [v.numpy() for v in variables]
         row = {
             "epoch": float(epoch),
             "loss": float(np.mean(losses)),
@@ -235,7 +294,7 @@ def train(
             on_epoch(row)
         if metrics["ndcg@10"] > best_score:
             best_score, waited = metrics["ndcg@10"], 0
-            best_weights = [v.numpy() for v in variables]
+            best_weights = snapshot
             report.best_epoch, report.best_valid = epoch, metrics
         else:
             waited += 1

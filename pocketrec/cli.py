@@ -237,7 +237,7 @@ def _cmd_export_feedback(args: argparse.Namespace) -> int:
 _CONFIG_FLAGS = (
     "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
     "learning_rate", "max_epochs", "patience", "seed", "tied", "cell", "num_layers", "r_min",
-    "weight_decay", "plateau_decay",
+    "weight_decay", "plateau_decay", "init_std", "ema", "batching",
 )  # fmt: skip
 
 
@@ -272,10 +272,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("embedding-dim", int), ("hidden-dim", int), ("user-dim", int), ("dropout", float),
         ("max-len", int), ("batch-size", int), ("learning-rate", float), ("max-epochs", int),
         ("patience", int), ("seed", int), ("num-layers", int), ("r-min", float),
-        ("weight-decay", float), ("plateau-decay", float),
+        ("weight-decay", float), ("plateau-decay", float), ("init-std", float), ("ema", float),
     ):  # fmt: skip
         tr.add_argument(f"--{flag}", type=kind, default=None, help="override the default")
     tr.add_argument("--cell", choices=("gru", "lru"), default=None, help="recurrent cell")
+    tr.add_argument(
+        "--batching",
+        choices=("events", "users"),
+        default=None,
+        help="size batches by training events (each event weighs the same) or by users",
+    )
     tr.add_argument(
         "--tied",
         action=argparse.BooleanOptionalAction,

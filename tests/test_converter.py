@@ -215,7 +215,8 @@ def test_cli_model_flags_reach_the_config(tmp_path: Path) -> None:
     assert main(["train", *common, "--out", str(gru), "--cell", "gru", "--no-tied",
                  "--hidden-dim", "12", "--weight-decay", "0.01"]) == 0  # fmt: skip
     assert main(["train", *common, "--out", str(lru), "--num-layers", "3", "--r-min", "0.5",
-                 "--hidden-dim", "4", "--plateau-decay", "0.5"]) == 0  # fmt: skip
+                 "--hidden-dim", "4", "--plateau-decay", "0.5", "--init-std", "0.05",
+                 "--ema", "0.9", "--batching", "users"]) == 0  # fmt: skip
     g = model_dir.load(gru).model.config
     assert (g.cell, g.tied, g.num_layers, g.weight_decay, g.state_dim) == (
         "gru",
@@ -226,6 +227,7 @@ def test_cli_model_flags_reach_the_config(tmp_path: Path) -> None:
     )
     m = model_dir.load(lru).model.config
     assert (m.cell, m.num_layers, m.r_min, m.plateau_decay) == ("lru", 3, 0.5, 0.5)
+    assert (m.init_std, m.ema, m.batching) == (0.05, 0.9, "users")
     assert m.state_dim == 3 * 2 * 4
 
 

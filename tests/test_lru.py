@@ -135,7 +135,26 @@ def test_config_rules_for_the_cell_choice() -> None:
     assert ModelConfig.from_json(lru.to_json()) == lru
     # A model directory written before the cell was a choice holds a GRU.
     old = json.loads(ModelConfig(num_items=5, cell="gru", num_layers=1).to_json())
-    for name in ("cell", "num_layers", "r_min", "weight_decay", "plateau_decay"):
+    new_fields = ("cell", "num_layers", "r_min", "weight_decay", "plateau_decay", "init_std", "ema")
+    for name in (*new_fields, "batching"):
         del old[name]
     loaded = ModelConfig.from_json(json.dumps(old))
-    assert (loaded.cell, loaded.num_layers) == ("gru", 1)
+    assert (loaded.cell, loaded.num_layers, loaded.init_std) == ("gru", 1, 0.0)
+    assert (loaded.ema, loaded.batching) == (0.0, "users")
+    with pytest.raises(ValueError, match="batching must be one of"):
+        ModelConfig(num_items=5, batching="tokens")
+
+
+def test_each_weight_matrix_gets_its_own_initial_values() -> None:
+    # A seeded Keras initializer repeats its values on every call: B_re == B_im at init made the
+    # imaginary input a copy of the real one.
+    for std in (0.0, 0.02):
+        layer = LinearRecurrence(6, r_min=0.0, seed=3, init_std=std)
+        layer.build((None, None, 6))
+        mats = [keras.ops.convert_to_numpy(w) for w in (layer.b_re, layer.b_im)]
+        mats += [keras.ops.convert_to_numpy(w).T for w in (layer.c_re, layer.c_im)]
+        for i in range(4):
+            for j in range(i + 1, 4):
+                assert not np.allclose(mats[i], mats[j])
+        if std > 0:
+            assert max(np.abs(m).max() for m in mats) <= 2 * std

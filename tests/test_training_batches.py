@@ -1,0 +1,53 @@
+"""Training batches: every window exactly once per epoch, grouped by length, sized by windows or
+by events."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("tensorflow", reason="the converter needs the `convert` extra")
+
+from pocketrec.converter.training import length_batches
+
+LENGTHS = st.lists(st.integers(1, 50), min_size=1, max_size=400).map(
+    lambda v: np.array(v, dtype=np.int64)
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=LENGTHS, batch=st.integers(1, 64), by_events=st.booleans(), seed=st.integers(0, 9))
+def test_every_window_once_per_epoch(
+    lengths: np.ndarray, batch: int, by_events: bool, seed: int
+) -> None:
+    batches = length_batches(lengths, batch, np.random.default_rng(seed), by_events=by_events)
+    rows = np.concatenate(batches)
+    np.testing.assert_array_equal(np.sort(rows), np.arange(len(lengths)))
+    assert all(len(b) > 0 for b in batches)
+    if not by_events:
+        assert all(len(b) <= batch for b in batches)
+
+
+@settings(max_examples=60, deadline=None)
+@given(lengths=LENGTHS, batch=st.integers(1, 64), seed=st.integers(0, 9))
+def test_event_batches_hold_about_the_same_number_of_events(
+    lengths: np.ndarray, batch: int, seed: int
+) -> None:
+    batches = length_batches(lengths, batch, np.random.default_rng(seed), by_events=True)
+    budget = batch * lengths.mean()
+    sizes = [int(lengths[b].sum()) for b in batches]
+    # A batch closes once it reaches the budget: it overshoots by less than one window.
+    assert all(size < budget + lengths.max() for size in sizes)
+    assert len(batches) <= np.ceil(lengths.sum() / budget - 1e-9)
+
+
+def test_event_batches_hold_more_short_windows_than_long_ones() -> None:
+    lengths = np.array([2] * 600 + [40] * 30, dtype=np.int64)
+    batches = length_batches(lengths, 30, np.random.default_rng(0), by_events=True)
+    short = [len(b) for b in batches if lengths[b].max() == 2]
+    long = [len(b) for b in batches if lengths[b].min() == 40]
+    assert min(short) > 5 * max(long)
+    sizes = [len(b) for b in length_batches(lengths, 30, np.random.default_rng(0))]
+    assert max(sizes) == 30
