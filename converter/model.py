@@ -52,7 +52,9 @@ class ModelConfig:
     AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every epoch without a
     validation gain; ``init_std > 0`` draws the embeddings and the LRU's weight matrices from a
     normal truncated at ±2 std (0: Keras' uniform embeddings and Glorot matrices); ``ema > 0``
-    evaluates and keeps an exponential moving average of the weights with that momentum.
+    evaluates and keeps an exponential moving average of the weights with that momentum;
+    ``batching`` is ``"events"`` (batches of about ``batch_size`` * the mean window length
+    training events) or ``"users"`` (``batch_size`` sequences per batch).
     """
 
     num_items: int
@@ -79,6 +81,10 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
+        if self.init_std < 0:
+            raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
         if self.num_layers == 0:

@@ -1,8 +1,8 @@
 """SASRec (Kang & McAuley, 2018): a causal self-attention model over the whole history.
 
-Not an on-device model (it re-reads the history for every recommendation); it is trained by the
-same loop as the step model (:func:`pocketrec.converter.training.train`, ``model=SASRec(...)``)
-as a same-protocol reference and as a teacher. Architecture as RecBole's ``SASRec``: item +
+Not an on-device model (it re-reads the history for every recommendation): the benchmarks train
+it with the step model's loop and defaults (``fit(SASRec(config), split)``) as a same-protocol
+reference. Architecture as RecBole's ``SASRec``: item +
 learned position embeddings, LayerNorm, dropout, post-LN transformer blocks (``heads`` heads,
 GELU feed-forward 4E), tied output embeddings plus an item bias, truncated-normal(0.02) weights.
 """
@@ -31,7 +31,9 @@ class _Block(keras.layers.Layer):
             self.heads,
             e // self.heads,
             dropout=self.rate,
-            kernel_initializer=weight_init(self.std, self.seed),
+            # Unseeded (the global seed still fixes it): MultiHeadAttention clones its
+            # initializer per projection, and a seeded clone would give Q = K = V at the start.
+            kernel_initializer=keras.initializers.TruncatedNormal(stddev=self.std),
         )
         self.attention.build(input_shape, input_shape)
         self.ff_in = keras.layers.Dense(

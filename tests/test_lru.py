@@ -143,6 +143,10 @@ def test_config_rules_for_the_cell_choice() -> None:
     assert (loaded.ema, loaded.batching) == (0.0, "users")
     with pytest.raises(ValueError, match="batching must be one of"):
         ModelConfig(num_items=5, batching="tokens")
+    with pytest.raises(ValueError, match="ema must be in"):
+        ModelConfig(num_items=5, ema=1.0)
+    with pytest.raises(ValueError, match="init_std must be"):
+        ModelConfig(num_items=5, init_std=-0.1)
 
 
 def test_each_weight_matrix_gets_its_own_initial_values() -> None:

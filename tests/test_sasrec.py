@@ -38,6 +38,19 @@ def test_outputs_are_causal_and_end_with_the_bias_column() -> None:
     assert model.catalog().shape == (30, 17)
 
 
+def test_attention_projections_start_different_and_reproducible() -> None:
+    def kernels() -> list[np.ndarray]:
+        block = SASRec(ModelConfig(num_items=30, **SMALL)).blocks[0].attention
+        layers = (block.query_dense, block.key_dense, block.value_dense)
+        return [keras.ops.convert_to_numpy(layer.kernel) for layer in layers]
+
+    first, second = kernels(), kernels()
+    assert not np.allclose(first[0], first[1])
+    assert not np.allclose(first[0], first[2])
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fit_trains_it_past_popularity() -> None:
     data = synthetic.generate(num_users=800, num_items=120, seed=5)
     split = leave_one_out(data)
