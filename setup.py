@@ -20,7 +20,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=["pocketrec"] + [f"pocketrec.{name}" for name in SUBPACKAGES],
+    packages=["pocketrec"]
+    + [f"pocketrec.{name}" for name in SUBPACKAGES]
+    + ["pocketrec.runtime.sync"],
     package_dir={"pocketrec": "pocketrec", **{f"pocketrec.{n}": n for n in SUBPACKAGES}},
     package_data={"pocketrec": ["py.typed"]},
     include_package_data=False,

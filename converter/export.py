@@ -33,7 +33,7 @@ from pocketrec.converter.training import user_vectors
 from pocketrec.core import bundle as fmt
 from pocketrec.core.errors import PocketrecError
 from pocketrec.core.events import EVENT_NAMES
-from pocketrec.core.files import fsync_path
+from pocketrec.core.files import install_directory
 from pocketrec.core.heldout import StageData
 from pocketrec.core.ranking import select_topk
 from pocketrec.native.int8 import quantize_int8
@@ -188,14 +188,8 @@ def export_bundle(
         }
         manifest = replace(manifest, metrics=metrics)
         (staging / fmt.MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-        for p in staging.iterdir():
-            fsync_path(p)
-        fsync_path(staging)
         fmt.verify_bundle(staging)
-        if out.exists():
-            shutil.rmtree(out)
-        staging.rename(out)
-        fsync_path(out.parent)
+        install_directory(staging, out, replace=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

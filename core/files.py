@@ -1,8 +1,14 @@
-"""Small file-system helpers shared by the parts that install files atomically."""
+"""Durable, atomic file-system updates shared by every part that installs files: the converter's
+bundle export, the server's bundle publishing and feedback export, and the device's bundle
+install. Each is the same sequence: write into a staging name, fsync, rename into place, fsync
+the parent directory (so the rename itself survives power loss). A crash at any point leaves the
+old complete content or the new complete one, never a mix.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 
@@ -13,3 +19,32 @@ def fsync_path(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def install_directory(staging: Path, final: Path, *, replace: bool = False) -> None:
+    """Make the complete directory ``staging`` appear as ``final``: fsync each file in it and the
+    directory, rename, fsync the parent. ``final`` must not exist unless ``replace`` (then it is
+    removed first: a crash in between leaves neither, callers that need the old one must not
+    replace). Both must be in the same file system."""
+    for child in staging.iterdir():
+        fsync_path(child)
+    fsync_path(staging)
+    if replace and final.exists():
+        shutil.rmtree(final)
+    os.rename(staging, final)
+    fsync_path(final.parent)
+
+
+def install_file(staging: Path, final: Path) -> None:
+    """fsync the written file ``staging`` and rename it over ``final`` atomically, durably."""
+    fsync_path(staging)
+    os.replace(staging, final)
+    fsync_path(final.parent)
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically and durably (via ``.<name>.tmp`` beside it)."""
+    staging = path.with_name(f".{path.name}.tmp")
+    with staging.open("wb") as fh:
+        fh.write(data)
+    install_file(staging, path)

@@ -21,7 +21,7 @@ from pocketrec.core.progress import Progress
 from pocketrec.demo_data import DeviceEvent
 from pocketrec.runtime import Recommender
 from pocketrec.runtime.sync import SyncClient, SyncReport, bundle_to_open
-from pocketrec.runtime.sync_policy import RetryPolicy
+from pocketrec.runtime.sync.policy import RetryPolicy
 from pocketrec.storage import Store
 
 RECOMMEND_K = 10

@@ -78,7 +78,7 @@ def demote(
 class RejectedDirections:
     """The unit directions of one user's ``capacity`` most recent rejections, by item id.
 
-    Not thread-safe: the owner (:class:`~pocketrec.runtime.users.UserState`) holds its lock.
+    Not thread-safe: the owner (:class:`~pocketrec.runtime.users.LiveUserState`) holds its lock.
     """
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY, decay: float = DEFAULT_DECAY) -> None:

@@ -44,7 +44,7 @@ from pocketrec.runtime.bundle import open_bundle
 from pocketrec.runtime.feedback import DEFAULT_CAPACITY, DEFAULT_DECAY, DEFAULT_DEMOTION
 from pocketrec.runtime.ranking import Ranking, apply_call_filters, check_ids
 from pocketrec.runtime.serving import ServedBundle
-from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, Advance, ObservedEvent, UserState
+from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, Advance, LiveUserState, ObservedEvent
 
 if TYPE_CHECKING:
     from pocketrec.runtime.sync import BackgroundSync, SyncReport
@@ -93,7 +93,7 @@ class Recommender:
         self._feedback_decay = float(feedback_decay)
         self._served = served
         self._unavailable_ids: set[str] = set()
-        self._users: dict[str, UserState] = {}
+        self._users: dict[str, LiveUserState] = {}
         self._users_lock = threading.Lock()  # guards the dict (creating a user)
         self._admin_lock = threading.Lock()  # serialises replace_bundle and set_available
         self._sync_lock = threading.Lock()  # one sync pass at a time
@@ -435,7 +435,7 @@ class Recommender:
 
     # ------------------------------------------------------------------ internals
 
-    def _user(self, user: str) -> UserState:
+    def _user(self, user: str) -> LiveUserState:
         if not isinstance(user, str) or not user:
             raise ValueError(f"user must be a non-empty str, got {user!r}")
         state = self._users.get(user)
@@ -443,7 +443,7 @@ class Recommender:
             with self._users_lock:
                 state = self._users.setdefault(
                     user,
-                    UserState(
+                    LiveUserState(
                         recent_events=self._recent_events,
                         feedback=self._feedback_items,
                         decay=self._feedback_decay,
@@ -451,7 +451,7 @@ class Recommender:
                 )
         return state
 
-    def _attach(self, state: UserState, user: str) -> ServedBundle:
+    def _attach(self, state: LiveUserState, user: str) -> ServedBundle:
         """The bundle to serve ``state`` with (its lock held): rebuilt first if it changed; on
         first use restored from the store."""
         served = self._served
@@ -465,7 +465,7 @@ class Recommender:
                 self._save_rebuilt(state, user, served)
         return served
 
-    def _restore(self, state: UserState, user: str, served: ServedBundle) -> None:
+    def _restore(self, state: LiveUserState, user: str, served: ServedBundle) -> None:
         """Load ``user`` from the store (see the module docstring); nothing changes if a read
         fails."""
         store = self._store
@@ -498,7 +498,7 @@ class Recommender:
             )
             self._save_rebuilt(state, user, served)
 
-    def _save_rebuilt(self, state: UserState, user: str, served: ServedBundle) -> None:
+    def _save_rebuilt(self, state: LiveUserState, user: str, served: ServedBundle) -> None:
         """Save a state rebuilt for ``served``. A failure is logged, not raised: the saved state
         keeps its old model version and is rebuilt from the log again on the next restore."""
         store = self._store

@@ -2,14 +2,15 @@
 negative-feedback directions, and a bounded buffer of recent events for replay.
 
 The vectors and masks are expressed in the index space of one :class:`ServedBundle` (``served``);
-:meth:`UserState.attach` rebuilds them for another bundle by replaying the recent events through
+:meth:`LiveUserState.attach` rebuilds them for another bundle by replaying the recent events through
 its step model. Consumed and rejected items are also kept as external ids, so they survive a
 bundle change in full (the vector is rebuilt from the last ``recent_events`` events only).
-With a store, :meth:`UserState.restore` rebuilds a user after a restart: the buffer and the
-consumed/rejected items from the logged events (recorded exactly as :meth:`UserState.apply` did),
-the vectors from the saved state, or by replay when the state belongs to another bundle.
+With a store, :meth:`LiveUserState.restore` rebuilds a user after a restart: the buffer and the
+consumed/rejected items from the logged events (recorded exactly as
+:meth:`LiveUserState.apply` did), the vectors from the saved state, or by replay when the state
+belongs to another bundle.
 
-Thread safety: a ``UserState`` is not thread-safe by itself; every caller holds ``lock``.
+Thread safety: a ``LiveUserState`` is not thread-safe by itself; every caller holds ``lock``.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ _NEGATIVE_CODES = frozenset(int(e) for e in NEGATIVE_EVENTS)  # a set lookup: pe
 
 Advance = tuple[int | None, npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]
 """What one event does to a user's vectors: catalog index (``None``: unknown item), state, user
-vector (see :meth:`UserState.advance`)."""
+vector (see :meth:`LiveUserState.advance`)."""
 
 DEFAULT_RECENT_EVENTS = 200
 """Events kept per user for replay when the bundle is replaced."""
@@ -52,8 +53,9 @@ class ObservedEvent:
     context: Mapping[str, Any] | None = None
 
 
-class UserState:
-    """One user's state (see the module docstring). Every method needs ``lock`` held."""
+class LiveUserState:
+    """One user's in-memory state (see the module docstring); what the store keeps of it is a
+    :class:`pocketrec.storage.SavedUserState`. Every method needs ``lock`` held."""
 
     def __init__(
         self,

@@ -17,7 +17,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from pocketrec.core.bundle import MANIFEST, read_manifest, verify_bundle
-from pocketrec.core.files import fsync_path
+from pocketrec.core.files import install_directory, write_atomic
 from pocketrec.server.signing import sign
 
 SIGNATURE = "manifest.sig"
@@ -71,14 +71,9 @@ class BundleRepository:
             shutil.copyfile(source / name, staging / name)
         (staging / MANIFEST).write_bytes(manifest_bytes)
         (staging / SIGNATURE).write_bytes(sign(key, manifest_bytes))
-        for child in staging.iterdir():
-            fsync_path(child)
-        fsync_path(staging)
-        if target.exists():  # an earlier publish of this version crashed before LATEST
-            shutil.rmtree(target)
-        os.replace(staging, target)
-        fsync_path(self.versions_dir)
-        _write_atomic(self.root / LATEST, f"{version}\n".encode("ascii"))
+        # replace: an earlier publish of this version crashed before LATEST named it
+        install_directory(staging, target, replace=True)
+        write_atomic(self.root / LATEST, f"{version}\n".encode("ascii"))
         published = self.get(version)
         assert published is not None
         return published
@@ -114,13 +109,3 @@ class BundleRepository:
         if name != MANIFEST and name not in read_manifest(folder).files:
             return None
         return folder / name
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    temp = path.with_name(f".{path.name}.tmp")
-    with temp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, path)
-    fsync_path(path.parent)

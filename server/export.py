@@ -6,6 +6,7 @@ import csv
 import os
 from pathlib import Path
 
+from pocketrec.core.files import install_file
 from pocketrec.server.storage import FeedbackStorage
 
 HEADER = ("user", "item", "timestamp", "event")
@@ -26,7 +27,5 @@ def export_feedback(storage: FeedbackStorage, out: str | os.PathLike[str]) -> in
             user = f"{event.device_id}/{event.user_id}"
             writer.writerow((user, event.item_id, repr(event.timestamp), event.event_type))
             rows += 1
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(temp, target)
+    install_file(temp, target)
     return rows

@@ -1,14 +1,16 @@
 """Schema and size checks of an uploaded batch (``POST /v1/events``).
 
 Body: a JSON object ``{"events": [event, ...]}``; each event an object with ``event_id`` (a UUID
-string), ``user_id`` and ``item_id`` (non-empty strings of at most 512 UTF-8 bytes),
-``event_type`` (a name of ``pocketrec.core.events``), ``timestamp`` (finite seconds since the
-epoch, >= 0), optional ``seq`` (int >= 1) and ``context`` (a JSON object or null). Unknown fields
-are ignored (newer devices may send more).
+string, stored in its canonical lower-case hyphenated form), ``user_id`` and ``item_id`` (ids as
+``pocketrec.core.wire.id_problem`` accepts them), ``event_type`` (a name of
+``pocketrec.core.events``), ``timestamp`` (finite seconds since the epoch, 0 to the year 3000),
+optional ``seq`` (int >= 1) and ``context`` (a JSON object or null). Unknown fields are ignored
+(newer devices may send more).
 
-Limits: the body at most :data:`MAX_BATCH_BYTES`, each event (compact JSON, UTF-8) at most
-:data:`MAX_EVENT_BYTES`; a violation raises :class:`TooLarge` (HTTP 413). A schema violation
-raises :class:`SchemaViolation` naming the field (``events[3].timestamp``, HTTP 422).
+Limits (``pocketrec.core.wire``, shared with the device): the body at most
+:data:`MAX_BATCH_BYTES`, each event at most :data:`MAX_EVENT_BYTES` by ``wire.event_size`` (the
+device's own count); a violation raises :class:`TooLarge` (HTTP 413). A schema violation raises
+:class:`SchemaViolation` naming the field (``events[3].timestamp``, HTTP 422).
 """
 
 from __future__ import annotations
@@ -19,15 +21,18 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from pocketrec.core import wire
 from pocketrec.core.events import EVENT_NAMES
+from pocketrec.core.wire import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 
-MAX_BATCH_BYTES = 500 * 1024
-"""Largest accepted request body, in bytes (500 KiB)."""
-
-MAX_EVENT_BYTES = 32 * 1024
-"""Largest accepted event, in bytes of its compact JSON (32 KiB)."""
-
-MAX_ID_BYTES = 512
+__all__ = [
+    "MAX_BATCH_BYTES",
+    "MAX_EVENT_BYTES",
+    "EventRecord",
+    "SchemaViolation",
+    "TooLarge",
+    "parse_batch",
+]
 
 
 @dataclass(frozen=True)
@@ -81,50 +86,63 @@ def parse_batch(body: bytes) -> list[EventRecord]:
 def _event(name: str, raw: object) -> EventRecord:
     if not isinstance(raw, dict):
         raise SchemaViolation(name, "must be a JSON object")
-    size = len(json.dumps(raw, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
-    if size > MAX_EVENT_BYTES:
-        raise TooLarge(name, size, MAX_EVENT_BYTES)
-    event_id = _text(f"{name}.event_id", raw.get("event_id"))
-    try:
-        uuid.UUID(event_id)
-    except ValueError:
-        raise SchemaViolation(f"{name}.event_id", "not a UUID") from None
+    event_id = _event_id(f"{name}.event_id", raw.get("event_id"))
     event_type = raw.get("event_type")
     if event_type not in EVENT_NAMES:
         raise SchemaViolation(f"{name}.event_type", f"must be one of {', '.join(EVENT_NAMES)}")
+    user_id = _id(f"{name}.user_id", raw.get("user_id"))
+    item_id = _id(f"{name}.item_id", raw.get("item_id"))
+    context = _context(f"{name}.context", raw.get("context"))
+    size = wire.event_size(user_id, item_id, context)
+    if size > MAX_EVENT_BYTES:
+        raise TooLarge(name, size, MAX_EVENT_BYTES)
     return EventRecord(
         event_id=event_id,
         seq=_seq(f"{name}.seq", raw.get("seq")),
-        user_id=_text(f"{name}.user_id", raw.get("user_id")),
-        item_id=_text(f"{name}.item_id", raw.get("item_id")),
+        user_id=user_id,
+        item_id=item_id,
         event_type=str(event_type),
         timestamp=_timestamp(f"{name}.timestamp", raw.get("timestamp")),
-        context=_context(f"{name}.context", raw.get("context")),
+        context=context,
     )
 
 
-def _text(field: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise SchemaViolation(field, "must be a non-empty string")
-    if len(value.encode("utf-8")) > MAX_ID_BYTES:
-        raise SchemaViolation(field, f"longer than {MAX_ID_BYTES} bytes")
+def _event_id(field: str, value: object) -> str:
+    """The canonical form of a UUID (one UUID written five ways is one event)."""
+    if not isinstance(value, str) or len(value) > 64:
+        raise SchemaViolation(field, "must be a UUID string")
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise SchemaViolation(field, "not a UUID") from None
+
+
+def _id(field: str, value: object) -> str:
+    problem = wire.id_problem(value)
+    if problem is not None:
+        raise SchemaViolation(field, problem)
+    assert isinstance(value, str)
     return value
 
 
 def _seq(field: str, value: object) -> int | None:
     if value is None:
         return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise SchemaViolation(field, "must be an integer >= 1")
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**63:
+        raise SchemaViolation(field, "must be an integer from 1 to 2^63 - 1")
     return value
 
 
 def _timestamp(field: str, value: object) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         raise SchemaViolation(field, "must be a number (seconds since the epoch)")
-    if not math.isfinite(value) or value < 0:
-        raise SchemaViolation(field, "must be finite and >= 0")
-    return float(value)
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise SchemaViolation(field, "out of range") from None
+    if not math.isfinite(seconds) or not 0 <= seconds <= wire.MAX_TIMESTAMP:
+        raise SchemaViolation(field, "must be finite seconds from 1970 to the year 3000")
+    return seconds
 
 
 def _context(field: str, value: Any) -> str | None:
@@ -132,4 +150,7 @@ def _context(field: str, value: Any) -> str | None:
         return None
     if not isinstance(value, dict):
         raise SchemaViolation(field, "must be a JSON object or null")
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    try:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except ValueError as exc:
+        raise SchemaViolation(field, f"not storable as JSON ({exc})") from None

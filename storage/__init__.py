@@ -6,21 +6,14 @@ installed bundles; :class:`Store` is the entry point (``Store.open(path)``). See
 """
 
 from pocketrec.core.errors import SchemaTooNewError, StorageError, StorageFullError
+from pocketrec.core.wire import EVENT_OVERHEAD_BYTES, MAX_EVENT_BYTES, MAX_ID_BYTES
 from pocketrec.storage.bundles import BundleRecord
 from pocketrec.storage.catalog import CatalogItem, CatalogUpdate
-from pocketrec.storage.events import (
-    EVENT_OVERHEAD_BYTES,
-    MAX_EVENT_BYTES,
-    Batch,
-    Event,
-    NewEvent,
-    OutboxStats,
-)
+from pocketrec.storage.events import Batch, Event, NewEvent, OutboxStats
 from pocketrec.storage.privacy import Erasure
 from pocketrec.storage.schema import SCHEMA_VERSION
-from pocketrec.storage.state import UserState
+from pocketrec.storage.state import SavedUserState
 from pocketrec.storage.store import Store
-from pocketrec.storage.validation import MAX_ID_BYTES
 
 __all__ = [
     "EVENT_OVERHEAD_BYTES",
@@ -35,9 +28,9 @@ __all__ = [
     "Event",
     "NewEvent",
     "OutboxStats",
+    "SavedUserState",
     "SchemaTooNewError",
     "StorageError",
     "StorageFullError",
     "Store",
-    "UserState",
 ]

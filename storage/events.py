@@ -5,8 +5,9 @@ a random UUID ``event_id`` fixed at logging time: the idempotency key the server
 Ordering is by ``seq``, never by wall time. An event stays *pending* until the server has
 acknowledged it (``mark_uploaded``); it is then kept for the retention period and deleted.
 
-Sizes: an event counts ``EVENT_OVERHEAD_BYTES`` plus the UTF-8 bytes of its user id, item id and
-context JSON; events above :data:`MAX_EVENT_BYTES` are rejected. The pending events are capped
+Sizes: an event counts ``pocketrec.core.wire.event_size`` bytes (the size the sync server counts
+too: a fixed overhead plus the JSON of its ids and context); events above :data:`MAX_EVENT_BYTES`
+are rejected. The pending events are capped
 (count and bytes); logging past a cap deletes the oldest pending events and adds them to the
 persistent ``dropped_events`` counter.
 
@@ -25,13 +26,8 @@ from typing import Any
 import sqlite_utils
 
 from pocketrec.core.events import EVENT_NAMES, event_code, event_name
+from pocketrec.core.wire import MAX_EVENT_BYTES, event_size
 from pocketrec.storage import validation as check
-
-MAX_EVENT_BYTES = 32 * 1024
-"""Largest accepted event (32 KiB, counted as described in the module docstring)."""
-
-EVENT_OVERHEAD_BYTES = 64
-"""Bytes counted per event on top of its ids and context (seq, event id, type, timestamp)."""
 
 _COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, context, size, uploaded_at"
 
@@ -151,12 +147,7 @@ def prepare(event: NewEvent, *, now: float, name: str = "") -> _Row:
     code = _code(f"{at}event_type", event.event_type)
     ts = now if event.timestamp is None else check.timestamp(f"{at}timestamp", event.timestamp)
     context = check.json_object(f"{at}context", event.context, max_bytes=MAX_EVENT_BYTES)
-    size = (
-        EVENT_OVERHEAD_BYTES
-        + len(user_id.encode("utf-8"))
-        + len(item_id.encode("utf-8"))
-        + (len(context.encode("utf-8")) if context is not None else 0)
-    )
+    size = event_size(user_id, item_id, context)
     if size > MAX_EVENT_BYTES:
         raise ValueError(
             f"{name or 'the event'} is {size} bytes; events are limited to {MAX_EVENT_BYTES} bytes"

@@ -25,8 +25,10 @@ _STORED = np.dtype("<f4")
 
 
 @dataclass(frozen=True)
-class UserState:
-    """A user's saved state; ``updated_at`` is seconds since the epoch (UTC)."""
+class SavedUserState:
+    """A user's saved row in ``user_state`` (what survives a restart); ``updated_at`` is seconds
+    since the epoch (UTC). The in-memory state the runtime updates per event is
+    :class:`pocketrec.runtime.users.LiveUserState`."""
 
     user_id: str
     state: npt.NDArray[np.float32]
@@ -73,7 +75,7 @@ def save(
     )
 
 
-def load(db: sqlite_utils.Database, user_id: str) -> UserState | None:
+def load(db: sqlite_utils.Database, user_id: str) -> SavedUserState | None:
     """The user's saved state, or ``None``."""
     row = db.conn.execute(
         "SELECT user_id, state, user_vector, model_version, event_count, updated_at "
@@ -83,7 +85,7 @@ def load(db: sqlite_utils.Database, user_id: str) -> UserState | None:
     if row is None:
         return None
     user, state, user_vector, model_version, event_count, updated_at = row
-    return UserState(
+    return SavedUserState(
         user_id=user,
         state=_decode(user, state),
         user_vector=None if user_vector is None else _decode(user, user_vector),
@@ -104,7 +106,7 @@ def delete(db: sqlite_utils.Database, user_id: str) -> bool:
     return db.conn.execute("DELETE FROM user_state WHERE user_id = ?", (user_id,)).rowcount > 0
 
 
-def export(state: UserState) -> dict[str, Any]:
+def export(state: SavedUserState) -> dict[str, Any]:
     """The state as JSON-serializable data (vectors as lists of floats, exact as float32)."""
     return {
         "model_version": state.model_version,

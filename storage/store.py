@@ -29,20 +29,19 @@ import numpy as np
 import numpy.typing as npt
 import sqlite_utils
 
+from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS, MAX_EVENT_BYTES
 from pocketrec.storage import bundles, catalog, events, privacy, schema, state
 from pocketrec.storage import validation as check
 from pocketrec.storage.bundles import BundleRecord
 from pocketrec.storage.catalog import CatalogItem, CatalogUpdate
 from pocketrec.storage.connection import DURABILITIES, Connections, Durability
-from pocketrec.storage.events import MAX_EVENT_BYTES, Batch, Caps, Event, NewEvent, OutboxStats
+from pocketrec.storage.events import Batch, Caps, Event, NewEvent, OutboxStats
 from pocketrec.storage.privacy import Erasure
-from pocketrec.storage.state import UserState
+from pocketrec.storage.state import SavedUserState
 
 DEFAULT_MAX_PENDING_EVENTS = 100_000
 DEFAULT_MAX_PENDING_BYTES = 32 * 1024 * 1024
 DEFAULT_RETENTION_DAYS = 30.0
-DEFAULT_BATCH_EVENTS = 500
-DEFAULT_BATCH_BYTES = 512 * 1024
 MIN_SIZE_LIMIT = 64 * 1024
 """Smallest accepted ``max_size_bytes`` (the empty schema takes about 50 KiB)."""
 
@@ -333,7 +332,7 @@ class Store:
                 db, user, blob, vector, model_version=version, event_count=count, now=time.time()
             )
 
-    def load_state(self, user_id: str) -> UserState | None:
+    def load_state(self, user_id: str) -> SavedUserState | None:
         """The user's saved state, or ``None``. Thread-safe."""
         user = check.identifier("user_id", user_id)
         with self._conns.read() as db:

@@ -7,15 +7,13 @@ argument and the problem. Wrong types are ``ValueError`` too (the store's contra
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 
-MAX_TIMESTAMP = 32_503_680_000.0
-"""Latest accepted timestamp: 3000-01-01T00:00:00Z, in seconds since the epoch."""
+from pocketrec.core import wire
 
-MAX_ID_BYTES = 512
-"""Longest user, item or event id, in UTF-8 bytes."""
+MAX_TIMESTAMP = wire.MAX_TIMESTAMP
+"""Latest accepted timestamp: 3000-01-01T00:00:00Z, in seconds since the epoch."""
 
 MAX_JSON_DEPTH = 32
 """Deepest nesting of lists and objects accepted in JSON values (context, metadata)."""
@@ -52,8 +50,14 @@ def text(name: str, value: object, *, max_bytes: int) -> str:
 
 
 def identifier(name: str, value: object) -> str:
-    """A user or item id: a :func:`text` of at most :data:`MAX_ID_BYTES` bytes."""
-    return text(name, value, max_bytes=MAX_ID_BYTES)
+    """A user or item id as the sync wire accepts it (``pocketrec.core.wire.id_problem``: at
+    most :data:`MAX_ID_BYTES` bytes, no control characters)."""
+    problem = wire.id_problem(value)
+    if problem is not None:
+        got = f", got {describe(value)}" if not isinstance(value, str) else ""
+        raise ValueError(f"{name} {problem}{got}")
+    assert isinstance(value, str)
+    return value
 
 
 def optional_text(name: str, value: object, *, max_bytes: int) -> str | None:
@@ -114,7 +118,7 @@ def json_object(name: str, value: object, *, max_bytes: int) -> str | None:
     if not isinstance(value, Mapping):
         raise ValueError(f"{name} must be a JSON object (a dict) or None, got {describe(value)}")
     _check_json(name, value, 0)
-    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    encoded = wire.json_text(value)
     size = utf8_size(name, encoded)
     if size > max_bytes:
         raise ValueError(f"{name} is {size} bytes as JSON; the limit is {max_bytes}")

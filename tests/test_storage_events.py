@@ -25,7 +25,7 @@ DAY = 86_400.0
 
 def context_of_size(total: int, user: str = "u", item: str = "i") -> dict[str, str]:
     """A context that makes an event of ``user``/``item`` exactly ``total`` bytes."""
-    fixed = EVENT_OVERHEAD_BYTES + len(user) + len(item) + len('{"pad":""}')
+    fixed = EVENT_OVERHEAD_BYTES + len(f'"{user}""{item}"') + len('{"pad":""}')
     return {"pad": "x" * (total - fixed)}
 
 
@@ -40,7 +40,7 @@ def test_append_returns_the_committed_event(store: Store) -> None:
     assert before <= event.timestamp <= time.time()
     assert event.context == {"screen": "home", "rank": 2}
     context_bytes = len(json.dumps(event.context, separators=(",", ":")))
-    assert event.size == EVENT_OVERHEAD_BYTES + len("user-1") + len("item-9") + context_bytes
+    assert event.size == EVENT_OVERHEAD_BYTES + len('"user-1""item-9"') + context_bytes
     assert event.uploaded_at is None
     assert store.pending().events == (event,)
 
@@ -120,9 +120,9 @@ def test_event_size_limit_is_32_kib(store: Store) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"user_id": b"u"}, "user_id must be a str, got bytes"),
+        ({"user_id": b"u"}, "user_id must be a string, got bytes"),
         ({"user_id": ""}, "user_id must not be empty"),
-        ({"item_id": "a\x00b"}, "item_id must not contain NUL"),
+        ({"item_id": "a\x00b"}, "item_id must not contain control characters"),
         ({"item_id": "\ud800"}, "item_id is not valid UTF-8"),
         ({"user_id": "x" * 513}, "user_id is 513 bytes of UTF-8; the limit is 512"),
         ({"event_type": "share"}, "unknown event type 'share'"),

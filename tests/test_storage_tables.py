@@ -95,7 +95,7 @@ def test_missing_and_deleted_state(store: Store) -> None:
     assert store.delete_state("u") is True
     assert store.delete_state("u") is False
     assert store.load_state("u") is None
-    with pytest.raises(ValueError, match="user_id must be a str"):
+    with pytest.raises(ValueError, match="user_id must be a string"):
         store.load_state(3)  # type: ignore[arg-type]
 
 

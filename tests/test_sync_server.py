@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pocketrec.cli import main
 from pocketrec.core import load
-from pocketrec.runtime.sync_http import HttpClient, Response
+from pocketrec.runtime.sync.http import HttpClient, Response
 from pocketrec.server.validation import MAX_BATCH_BYTES, MAX_EVENT_BYTES
 
 

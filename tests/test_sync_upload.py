@@ -10,7 +10,7 @@ from pathlib import Path
 from conftest import SyncHarness
 
 from pocketrec.runtime.sync import BackgroundSync, SyncClient, SyncReport
-from pocketrec.runtime.sync_policy import RetryPolicy, parse_retry_after, retryable_status
+from pocketrec.runtime.sync.policy import RetryPolicy, parse_retry_after, retryable_status
 from pocketrec.server import Fault
 from pocketrec.storage import NewEvent, Store
 from pocketrec.storage.sync_state import SyncState

@@ -17,10 +17,9 @@ from urllib.parse import quote, urlsplit
 
 from pocketrec import __version__
 from pocketrec.core.errors import SyncError
+from pocketrec.core.wire import DOWNLOAD_CHUNK_BYTES
 
 USER_AGENT = f"pocketrec/{__version__}"
-DOWNLOAD_CHUNK = 64 * 1024
-"""Bytes read and written per chunk while downloading."""
 
 
 class NetworkError(SyncError):
@@ -104,7 +103,7 @@ class HttpClient:
         dest: Path,
         *,
         limit: int,
-        chunk_bytes: int = DOWNLOAD_CHUNK,
+        chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
         progress: Callable[[int], None] | None = None,
     ) -> Response:
         """Download ``path`` into ``dest``, resuming after the bytes already in ``dest`` with a

@@ -3,10 +3,10 @@
 ``SyncClient(store, url, token, public_key=...).run()`` runs one pass on a device store (what
 ``Recommender.sync`` does, with ``replace_bundle`` as ``on_bundle``):
 
-1. upload every pending event, oldest first (``pocketrec.runtime.sync_upload``: marked uploaded
+1. upload every pending event, oldest first (``pocketrec.runtime.sync.upload``: marked uploaded
    only after a 2xx; retries with backoff; 413 splits; other 4xx quarantine);
 2. if a public key is configured, install a newer signed bundle
-   (``pocketrec.runtime.sync_bundles``) and hand it to ``on_bundle`` (the Recommender's
+   (``pocketrec.runtime.sync.bundles``) and hand it to ``on_bundle`` (the Recommender's
    ``replace_bundle``); if that fails the previous bundle is activated again.
 
 It never raises for the network or the server: an unreachable server, a refused token or a
@@ -28,16 +28,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pocketrec.core.errors import SyncAuthError, SyncError, SyncUnavailableError
-from pocketrec.runtime.sync_bundles import BundleUpdate, Progress, update_bundle
-from pocketrec.runtime.sync_http import HttpClient
-from pocketrec.runtime.sync_policy import Retrier, RetryPolicy
-from pocketrec.runtime.sync_signature import PublicKey, public_key_bytes
-from pocketrec.runtime.sync_upload import (
-    DEFAULT_BATCH_BYTES,
-    DEFAULT_BATCH_EVENTS,
-    UploadReport,
-    upload_pending,
-)
+from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS, DOWNLOAD_CHUNK_BYTES
+from pocketrec.runtime.sync.bundles import BundleUpdate, Progress, update_bundle
+from pocketrec.runtime.sync.http import HttpClient
+from pocketrec.runtime.sync.policy import Retrier, RetryPolicy
+from pocketrec.runtime.sync.signature import PublicKey, public_key_bytes
+from pocketrec.runtime.sync.upload import UploadReport, upload_pending
 from pocketrec.storage import Store
 from pocketrec.storage.sync_state import SyncState
 
@@ -97,7 +93,7 @@ class SyncClient:
         sleep, clock, rng: injectable waiting, wall clock and jitter source (for tests).
         batch_events, batch_bytes: upload batch limits (store-counted bytes).
         chunk_bytes: download chunk size in bytes.
-        progress: bundle-install progress callback (``pocketrec.runtime.sync_bundles``).
+        progress: bundle-install progress callback (``pocketrec.runtime.sync.bundles``).
     """
 
     def __init__(
@@ -115,7 +111,7 @@ class SyncClient:
         rng: random.Random | None = None,
         batch_events: int = DEFAULT_BATCH_EVENTS,
         batch_bytes: int = DEFAULT_BATCH_BYTES,
-        chunk_bytes: int = 64 * 1024,
+        chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
         progress: Progress | None = None,
     ) -> None:
         if not isinstance(token, str) or not token:

@@ -15,16 +15,15 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pocketrec.core import wire
 from pocketrec.core.errors import SyncAuthError, SyncError
-from pocketrec.runtime.sync_http import HttpClient, Response
-from pocketrec.runtime.sync_policy import Retrier
+from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS
+from pocketrec.runtime.sync.http import HttpClient, Response
+from pocketrec.runtime.sync.policy import Retrier
 from pocketrec.storage import Batch, Event, Store
 from pocketrec.storage.sync_state import SyncState
 
 EVENTS_PATH = "/v1/events"
-DEFAULT_BATCH_EVENTS = 500
-DEFAULT_BATCH_BYTES = 256 * 1024
-"""Store-counted bytes per batch: its JSON stays well under the server's 500 KiB limit."""
 
 _STOP_STATUSES = (404, 405)
 
@@ -85,11 +84,7 @@ def _send(
     events: Sequence[Event],
     report: UploadReport,
 ) -> None:
-    body = json.dumps(
-        {"events": [event.to_upload() for event in events]},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode("utf-8")
+    body = request_body(events)
     response = retrier.call(lambda: client.post_json(EVENTS_PATH, body), what="upload")
     if 200 <= response.status < 300:
         report.uploaded += store.mark_uploaded(Batch(tuple(events)))
@@ -109,6 +104,12 @@ def _send(
     reason = response.error_text()
     report.quarantined += state.quarantine(events, status=response.status, reason=reason)
     report.errors.append(f"seq {events[0].seq}..{events[-1].seq} quarantined: {reason}")
+
+
+def request_body(events: Sequence[Event]) -> bytes:
+    """The ``POST /v1/events`` body for ``events``: compact UTF-8 JSON, at most their summed
+    ``size`` plus ``pocketrec.core.wire.BATCH_ENVELOPE_BYTES``."""
+    return wire.json_text({"events": [event.to_upload() for event in events]}).encode("utf-8")
 
 
 def _new_count(response: Response, sent: int) -> int:

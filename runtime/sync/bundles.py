@@ -31,10 +31,11 @@ from pathlib import Path
 
 from pocketrec.core.bundle import MANIFEST, Manifest, read_manifest, sha256_file, verify_bundle
 from pocketrec.core.errors import BundleError, BundleRejectedError, SyncAuthError, SyncError
-from pocketrec.core.files import fsync_path
-from pocketrec.runtime.sync_http import HttpClient, file_path
-from pocketrec.runtime.sync_policy import Retrier
-from pocketrec.runtime.sync_signature import verify_signature
+from pocketrec.core.files import install_directory
+from pocketrec.core.wire import DOWNLOAD_CHUNK_BYTES
+from pocketrec.runtime.sync.http import HttpClient, file_path
+from pocketrec.runtime.sync.policy import Retrier
+from pocketrec.runtime.sync.signature import verify_signature
 from pocketrec.storage import Store
 
 LATEST_PATH = "/v1/bundles/latest"
@@ -75,7 +76,7 @@ def update_bundle(
     public_key: bytes,
     bundles_dir: Path,
     current_version: int | None = None,
-    chunk_bytes: int = 64 * 1024,
+    chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
     progress: Progress | None = None,
 ) -> BundleUpdate:
     """Install and activate the server's latest bundle if it is newer and verifies (module
@@ -167,11 +168,7 @@ def _install(
             _check_file(staging / name, name, entry.bytes, entry.sha256)
         _verify_staged(staging, manifest)
         _report(progress, "verified", version)
-        for child in staging.iterdir():
-            fsync_path(child)
-        fsync_path(staging)
-        os.replace(staging, final)
-        fsync_path(bundles_dir)
+        install_directory(staging, final)
         _report(progress, "renamed", version)
     else:  # renamed before a crash, not recorded yet: check it again before using it
         _verify_staged(final, manifest)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pocketrec.core.errors import SyncUnavailableError
-from pocketrec.runtime.sync_http import NetworkError, Response
+from pocketrec.runtime.sync.http import NetworkError, Response
 
 NOT_RETRIED_5XX = (501, 505)
 
