@@ -105,14 +105,16 @@ class Batch:
 
 @dataclass(frozen=True)
 class OutboxStats:
-    """Pending totals (count, bytes), the all-time drop counter, uploaded events still kept, and
-    whether logging is on."""
+    """Pending totals (count, bytes), the all-time drop counter, uploaded events still kept,
+    whether logging is on, and how many pending events are quarantined (part of
+    ``pending_events``)."""
 
     pending_events: int
     pending_bytes: int
     dropped_events: int
     uploaded_events: int
     logging_enabled: bool
+    quarantined_events: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,22 +215,14 @@ def _drop_oldest(conn: sqlite3.Connection, excess_events: int, excess_bytes: int
     conn.execute("UPDATE outbox SET dropped_events = dropped_events + ? WHERE id = 1", (dropped,))
 
 
-def read_pending(
-    db: sqlite_utils.Database, max_events: int, max_bytes: int, skip: Sequence[int] = ()
-) -> Batch:
-    """The oldest pending events whose ``seq`` is not in ``skip``: at most ``max_events`` and
-    ``max_bytes`` in total."""
-    if skip:
-        cursor = db.conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL "
-            "AND seq NOT IN (SELECT value FROM json_each(?)) ORDER BY seq LIMIT ?",
-            (json.dumps(list(skip)), max_events),
-        )
-    else:
-        cursor = db.conn.execute(
-            f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL ORDER BY seq LIMIT ?",
-            (max_events,),
-        )
+def read_pending(db: sqlite_utils.Database, max_events: int, max_bytes: int) -> Batch:
+    """The oldest pending, unquarantined events: at most ``max_events`` and ``max_bytes`` in
+    total."""
+    cursor = db.conn.execute(
+        f"SELECT {_COLUMNS} FROM events WHERE uploaded_at IS NULL "
+        "AND seq NOT IN (SELECT seq FROM quarantine) ORDER BY seq LIMIT ?",
+        (max_events,),
+    )
     events: list[Event] = []
     total = 0
     for row in cursor:
@@ -239,6 +233,23 @@ def read_pending(
         total += event.size
     cursor.close()
     return Batch(tuple(events))
+
+
+def still_pending(db: sqlite_utils.Database, events: Sequence[Event]) -> Batch:
+    """Those of ``events`` that are still pending (same ``seq`` and ``event_id``, not uploaded,
+    not purged), in ``seq`` order; none while logging is off (after an opt-out)."""
+    enabled = db.conn.execute("SELECT logging_enabled FROM outbox WHERE id = 1").fetchone()[0]
+    if not enabled or not events:
+        return Batch(())
+    rows = db.conn.execute(
+        "SELECT seq, event_id FROM events WHERE uploaded_at IS NULL "
+        "AND seq IN (SELECT value FROM json_each(?))",
+        (json.dumps([event.seq for event in events]),),
+    )
+    kept = set(rows.fetchall())
+    return Batch(
+        tuple(e for e in sorted(events, key=lambda e: e.seq) if (e.seq, e.event_id) in kept)
+    )
 
 
 def _decode(row: tuple[Any, ...]) -> Event:
@@ -293,7 +304,8 @@ def stats(db: sqlite_utils.Database) -> OutboxStats:
         "FROM outbox WHERE id = 1"
     ).fetchone()
     uploaded = db.table("events").count_where("uploaded_at IS NOT NULL")
-    return OutboxStats(pending, pending_bytes, dropped, uploaded, bool(enabled))
+    quarantined = db.table("quarantine").count
+    return OutboxStats(pending, pending_bytes, dropped, uploaded, bool(enabled), quarantined)
 
 
 def user_events(db: sqlite_utils.Database, user_id: str) -> list[Event]:

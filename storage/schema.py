@@ -29,6 +29,16 @@ Version 1:
   ``updated_at``.
 - ``bundles``: ``model_version``, ``path``, ``sha256``, ``installed_at``, ``active`` (at most one
   row is 1, enforced by a unique partial index).
+
+Version 2:
+
+- ``bundles`` gains ``status`` (``good``: proven and installed; ``failed``: a version that failed
+  its proof or later failed to open, never activated or retried) and ``failure`` (why).
+- ``quarantine``: events the sync server refused for good (``seq``, ``event_id``, HTTP
+  ``status``, ``reason``, ``quarantined_at``); they stay pending but are not uploaded until
+  released. Triggers drop a row when its event is deleted (erase, opt-out, caps, retention) or
+  marked uploaded.
+- ``events.size`` is recounted with ``pocketrec.core.wire.event_size``, the count the server uses.
 """
 
 from __future__ import annotations
@@ -40,12 +50,21 @@ from collections.abc import Callable, Sequence
 import sqlite_utils
 
 from pocketrec.core.errors import SchemaTooNewError, StorageError
+from pocketrec.core.wire import event_size
 from pocketrec.storage.connection import Connections, is_busy, storage_error
 
 APPLICATION_ID = 0x706B7263
 """``PRAGMA application_id`` of a pocketrec store: the ASCII bytes "pkrc"."""
 
 Migration = Callable[[sqlite_utils.Database], None]
+
+_IMMUTABLE_EVENTS = """
+    CREATE TRIGGER events_immutable
+    BEFORE UPDATE OF seq, event_id, user_id, item_id, event_type, ts, context, size ON events
+    BEGIN
+        SELECT RAISE(ABORT, 'events are immutable');
+    END
+"""
 
 _V1 = (
     """
@@ -97,13 +116,7 @@ _V1 = (
                           pending_bytes = pending_bytes - OLD.size WHERE id = 1;
     END
     """,
-    """
-    CREATE TRIGGER events_immutable
-    BEFORE UPDATE OF seq, event_id, user_id, item_id, event_type, ts, context, size ON events
-    BEGIN
-        SELECT RAISE(ABORT, 'events are immutable');
-    END
-    """,
+    _IMMUTABLE_EVENTS,
     """
     CREATE TRIGGER events_upload_final BEFORE UPDATE OF uploaded_at ON events
     WHEN OLD.uploaded_at IS NOT NULL
@@ -149,7 +162,55 @@ def _create_v1(db: sqlite_utils.Database) -> None:
         db.execute(statement)
 
 
-MIGRATIONS: tuple[Migration, ...] = (_create_v1,)
+_V2 = (
+    "ALTER TABLE bundles ADD COLUMN status TEXT NOT NULL DEFAULT 'good' "
+    "CHECK (status IN ('good', 'failed'))",
+    "ALTER TABLE bundles ADD COLUMN failure TEXT",
+    """
+    CREATE TABLE quarantine (
+        seq INTEGER PRIMARY KEY,
+        event_id TEXT NOT NULL,
+        status INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        quarantined_at REAL NOT NULL
+    )
+    """,
+    """
+    CREATE TRIGGER quarantine_follows_delete AFTER DELETE ON events
+    BEGIN
+        DELETE FROM quarantine WHERE seq = OLD.seq;
+    END
+    """,
+    """
+    CREATE TRIGGER quarantine_follows_upload AFTER UPDATE OF uploaded_at ON events
+    WHEN NEW.uploaded_at IS NOT NULL
+    BEGIN
+        DELETE FROM quarantine WHERE seq = OLD.seq;
+    END
+    """,
+)
+
+
+def _bundle_status_quarantine_and_wire_sizes(db: sqlite_utils.Database) -> None:
+    """Version 2: a bundle's ``status``/``failure``; the sync quarantine moves into the store
+    (it was a ``<store>-sync`` side file, imported at open by ``Store.open``); event sizes are
+    recounted with ``pocketrec.core.wire.event_size`` (the server's count)."""
+    for statement in _V2:
+        db.execute(statement)
+    db.execute("DROP TRIGGER events_immutable")
+    rows = db.execute("SELECT seq, user_id, item_id, context FROM events").fetchall()
+    db.conn.executemany(
+        "UPDATE events SET size = ? WHERE seq = ?",
+        [(event_size(user, item, context), seq) for seq, user, item, context in rows],
+    )
+    db.execute(_IMMUTABLE_EVENTS)
+    db.execute(
+        "UPDATE outbox SET pending_bytes = (SELECT coalesce(sum(size), 0) FROM events "
+        "WHERE uploaded_at IS NULL) WHERE id = 1"
+    )
+
+
+MIGRATIONS: tuple[Migration, ...] = (_create_v1, _bundle_status_quarantine_and_wire_sizes)
 SCHEMA_VERSION = len(MIGRATIONS)
 """The schema version this build writes (``PRAGMA user_version``)."""
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
@@ -30,13 +30,14 @@ import numpy.typing as npt
 import sqlite_utils
 
 from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS, MAX_EVENT_BYTES
-from pocketrec.storage import bundles, catalog, events, privacy, schema, state
+from pocketrec.storage import bundles, catalog, events, privacy, quarantine, schema, state
 from pocketrec.storage import validation as check
 from pocketrec.storage.bundles import BundleRecord
 from pocketrec.storage.catalog import CatalogItem, CatalogUpdate
 from pocketrec.storage.connection import DURABILITIES, Connections, Durability
 from pocketrec.storage.events import Batch, Caps, Event, NewEvent, OutboxStats
 from pocketrec.storage.privacy import Erasure
+from pocketrec.storage.quarantine import QuarantinedEvent
 from pocketrec.storage.state import SavedUserState
 
 DEFAULT_MAX_PENDING_EVENTS = 100_000
@@ -113,6 +114,7 @@ class Store:
         try:
             schema.prepare(connections)
             store = cls(connections, caps=caps, retention_days=retention)
+            store._import_legacy_quarantine()
             store.apply_retention()
         except BaseException:
             connections.close()
@@ -211,25 +213,51 @@ class Store:
             return events.insert(db, rows, self._caps)
 
     def pending(
-        self,
-        *,
-        max_events: int = DEFAULT_BATCH_EVENTS,
-        max_bytes: int = DEFAULT_BATCH_BYTES,
-        skip: Collection[int] = (),
+        self, *, max_events: int = DEFAULT_BATCH_EVENTS, max_bytes: int = DEFAULT_BATCH_BYTES
     ) -> Batch:
         """The next upload batch: the oldest pending events, at most ``max_events`` (>= 1) and
         ``max_bytes`` in total (>= ``MAX_EVENT_BYTES``, so any event fits). Empty when nothing is
         pending. Until :meth:`mark_uploaded` acknowledges them the same events are returned
-        again (at-least-once; the server deduplicates on ``event_id``). Events whose ``seq`` is
-        in ``skip`` are passed over (the uploader's quarantined events stay pending but do not
-        block the others). Thread-safe; one uploader at a time."""
+        again (at-least-once; the server deduplicates on ``event_id``). Quarantined events
+        (:meth:`quarantine`) are passed over: they stay pending but do not block the others.
+        Thread-safe; one uploader at a time."""
         limit = check.integer("max_events", max_events, minimum=1)
         size = check.integer("max_bytes", max_bytes, minimum=MAX_EVENT_BYTES)
-        if isinstance(skip, (str, bytes)) or not isinstance(skip, Collection):
-            raise ValueError(f"skip must be a collection of seqs, got {check.describe(skip)}")
-        passed = sorted(check.integer("skip[]", seq) for seq in skip)
         with self._conns.read() as db:
-            return events.read_pending(db, limit, size, passed)
+            return events.read_pending(db, limit, size)
+
+    def still_pending(self, batch: Batch) -> Batch:
+        """The events of ``batch`` that may still be sent: still pending (not uploaded, not
+        erased, dropped or purged) and logging on, in ``seq`` order. The uploader calls it
+        before every send and every retry, so an :meth:`opt_out` or :meth:`erase_user` takes
+        effect before the next request. Thread-safe."""
+        if not isinstance(batch, Batch):
+            raise ValueError(f"batch must be a Batch from pending(), got {check.describe(batch)}")
+        with self._conns.read() as db:
+            return events.still_pending(db, batch.events)
+
+    def quarantine(self, batch: Batch, *, status: int, reason: str) -> int:
+        """Quarantine the still-pending events of ``batch`` (the server refused them with the
+        HTTP ``status`` for ``reason``); returns how many were not already. Thread-safe."""
+        if not isinstance(batch, Batch):
+            raise ValueError(f"batch must be a Batch from pending(), got {check.describe(batch)}")
+        code = check.integer("status", status, minimum=100, maximum=599)
+        if not isinstance(reason, str):
+            raise ValueError(f"reason must be a str, got {check.describe(reason)}")
+        with self._conns.write() as db:
+            return quarantine.add(db, batch.events, code, reason, time.time())
+
+    def quarantined(self) -> list[QuarantinedEvent]:
+        """Every quarantined event, by ``seq``. Thread-safe."""
+        with self._conns.read() as db:
+            return quarantine.listed(db)
+
+    def release_quarantined(self, seqs: Iterable[int] | None = None) -> int:
+        """Put quarantined events (all, or those in ``seqs``) back in the upload queue; returns
+        how many. Thread-safe."""
+        chosen = None if seqs is None else [check.integer("seqs[]", seq) for seq in seqs]
+        with self._conns.write() as db:
+            return quarantine.release(db, chosen)
 
     def mark_uploaded(self, batch: Batch, *, now: float | None = None) -> int:
         """Record that the server acknowledged ``batch``; call it only after the ack. Returns
@@ -407,15 +435,17 @@ class Store:
         *,
         activate: bool = False,
     ) -> BundleRecord:
-        """Record an installed bundle (its directory and the SHA-256 of its manifest, 64 hex
-        digits), optionally making it the active one in the same transaction. Adding the same
-        version again with the same path and hash is a no-op; with a different one a
-        ``ValueError``. Thread-safe."""
+        """Record a proven, installed bundle (its directory and the SHA-256 of its manifest, 64
+        hex digits) as good, optionally making it the active one in the same transaction.
+        Adding the same version again with the same path and hash is a no-op; with a different
+        one, or for a version recorded as failed, a ``ValueError``. Thread-safe."""
         version, location, digest = bundles.check_record(model_version, path, sha256)
         with self._conns.write() as db:
             existing = bundles.get(db, version)
             if existing is None:
                 bundles.insert(db, version, location, digest, time.time())
+            elif not existing.good:
+                raise ValueError(f"model_version {version} failed before: {existing.failure}")
             elif (existing.path, existing.sha256) != (location, digest):
                 raise ValueError(
                     f"model_version {version} is already installed from {existing.path!r} "
@@ -427,25 +457,45 @@ class Store:
         assert record is not None
         return record
 
-    def activate_bundle(self, model_version: int) -> BundleRecord:
-        """Make the installed ``model_version`` the only active bundle (an older one is allowed:
-        a rollback); ``ValueError`` if it is not installed. Thread-safe."""
-        version = check.integer("model_version", model_version)
+    def mark_bundle_failed(
+        self, model_version: int, path: str | os.PathLike[str], sha256: str, *, reason: str
+    ) -> BundleRecord:
+        """Record that ``model_version`` failed (its proof, or opening it later): it is
+        deactivated if it was active, never activated again, and the sync client does not
+        download that version again. ``reason`` is kept (2,000 characters at most); a version
+        not yet recorded is added as failed. Thread-safe."""
+        version, location, digest = bundles.check_record(model_version, path, sha256)
+        if not isinstance(reason, str) or not reason:
+            raise ValueError(f"reason must be a non-empty str, got {check.describe(reason)}")
         with self._conns.write() as db:
-            if bundles.get(db, version) is None:
-                raise ValueError(f"model_version {version} is not installed ({_versions(db)})")
-            bundles.activate(db, version)
+            bundles.mark_failed(db, version, location, digest, reason, time.time())
             record = bundles.get(db, version)
         assert record is not None
         return record
 
+    def activate_bundle(self, model_version: int | None) -> BundleRecord | None:
+        """Make the installed, good ``model_version`` the only active bundle (an older one is
+        allowed: a rollback); ``None`` deactivates every bundle (the app's shipped bundle is
+        served). ``ValueError`` if it is not installed or failed. Returns the active record.
+        Thread-safe."""
+        version = None if model_version is None else check.integer("model_version", model_version)
+        with self._conns.write() as db:
+            if version is not None:
+                record = bundles.get(db, version)
+                if record is None:
+                    raise ValueError(f"model_version {version} is not installed ({_versions(db)})")
+                if not record.good:
+                    raise ValueError(f"model_version {version} failed: {record.failure}")
+            bundles.activate(db, version)
+            return None if version is None else bundles.get(db, version)
+
     def active_bundle(self) -> BundleRecord | None:
-        """The active bundle, or ``None``. Thread-safe."""
+        """The active bundle, or ``None`` (the app's shipped bundle is served). Thread-safe."""
         with self._conns.read() as db:
             return bundles.active(db)
 
     def installed_bundles(self) -> list[BundleRecord]:
-        """Every installed bundle, by model version. Thread-safe."""
+        """Every recorded bundle, good and failed, by model version. Thread-safe."""
         with self._conns.read() as db:
             return bundles.all_bundles(db)
 
@@ -461,6 +511,18 @@ class Store:
         return record is not None
 
     # --- helpers -----------------------------------------------------------------------------
+
+    def _import_legacy_quarantine(self) -> None:
+        """Move an older build's ``<store>-sync`` quarantine file into the store, then delete it
+        (idempotent: a crash in between imports the same rows again)."""
+        legacy = quarantine.legacy_path(self._conns.path)
+        if not legacy.exists():
+            return
+        rows = quarantine.read_legacy(legacy)
+        with self._conns.write() as db:
+            quarantine.import_legacy(db, rows)
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{legacy}{suffix}").unlink(missing_ok=True)
 
     @staticmethod
     def _now(now: float | None) -> float:

@@ -21,13 +21,14 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 BIG = {"pad": "x" * 3000}
 
 
-def fill_until_full(store: Store) -> list[Event]:
-    """Append 3 KB events until the size limit stops them; returns the acknowledged ones."""
+def fill_until_full(store: Store, context: dict[str, str] | None = BIG) -> list[Event]:
+    """Append events (3 KB by default) until the size limit stops them; returns the acknowledged
+    ones."""
     acked: list[Event] = []
 
     def append_until_full() -> None:
         for _ in range(10_000):
-            event = store.append("u", "i", "view", context=BIG)
+            event = store.append("u", "i", "view", context=context)
             assert event is not None
             acked.append(event)
 
@@ -105,8 +106,9 @@ def test_a_real_full_file_system(small_tmpfs: Path) -> None:
     path = small_tmpfs / "s.sqlite"
     with Store.open(path) as store:
         acked = fill_until_full(store)
+        acked += fill_until_full(store, context=None)  # then small ones, until none fits either
         with pytest.raises(StorageFullError):
-            store.append("u", "small", "view")  # not even the WAL can grow
+            store.append("u", "small", "view")  # full stays full: not even the WAL can grow
         assert store.integrity_check() == "ok"
         resize = ["mount", "-o", "remount,size=4m", str(small_tmpfs)]
         subprocess.run(resize, check=True)  # space returns

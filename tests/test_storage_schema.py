@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import sqlite_utils
 
+from pocketrec.core import wire
 from pocketrec.core.errors import SchemaTooNewError, StorageError
 from pocketrec.storage import SCHEMA_VERSION, CatalogItem, Store
 from pocketrec.storage.connection import Connections
@@ -58,10 +59,12 @@ def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
     Store.open(path).close()
     db = sqlite_utils.Database(path)
     try:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
         assert db.execute("PRAGMA application_id").fetchone()[0] == APPLICATION_ID
         assert db.journal_mode == "wal"
-        assert set(db.table_names()) >= {"events", "outbox", "user_state", "catalog", "bundles"}
+        tables = {"events", "outbox", "user_state", "catalog", "bundles", "quarantine"}
+        assert set(db.table_names()) >= tables
+        assert {"status", "failure"} <= set(db["bundles"].columns_dict)
         assert db["events"].columns_dict == {
             "seq": int,
             "event_id": str,
@@ -76,7 +79,7 @@ def test_a_new_file_gets_the_current_schema(tmp_path: Path) -> None:
         indexes = {index.name for name in db.table_names() for index in db[name].indexes}
         assert {"events_pending", "events_uploaded_ts", "events_user"} <= indexes
         assert "bundles_one_active" in indexes
-        assert len(db.triggers) == 5
+        assert len(db.triggers) == 7
     finally:
         db.close()
 
@@ -103,7 +106,8 @@ def test_a_newer_schema_is_refused_and_the_file_left_unchanged(tmp_path: Path) -
     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     before = digest(path)
-    with pytest.raises(SchemaTooNewError, match="schema version 2 was written by a newer") as info:
+    newer = f"schema version {SCHEMA_VERSION + 1} was written by a newer"
+    with pytest.raises(SchemaTooNewError, match=newer) as info:
         Store.open(path)
     assert (info.value.found, info.value.supported) == (SCHEMA_VERSION + 1, SCHEMA_VERSION)
     assert "upgrade pocketrec" in str(info.value)
@@ -203,18 +207,19 @@ def test_a_forward_migration_runs_on_the_v1_fixture(v1_copy: Path) -> None:
         str(v1_copy), durability="full", busy_timeout=5.0, max_size_bytes=None
     )
     try:
-        assert prepare(connections, migrations) == (1, 2)
-        assert prepare(connections, migrations) == (2, 2)  # nothing left to do
+        last = len(migrations)
+        assert prepare(connections, migrations) == (1, last)
+        assert prepare(connections, migrations) == (last, last)  # nothing left to do
         with connections.read() as db:
-            assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+            assert db.execute("PRAGMA user_version").fetchone()[0] == last
             prices = {row["item_id"]: row["price"] for row in db.query("SELECT * FROM catalog")}
             assert prices == {item.item_id: 1.5 for item in V1.CATALOG}
             events = db.execute("SELECT count(*) FROM events").fetchone()[0]
             assert events == len(V1.EVENTS) - V1.DROPPED
     finally:
         connections.close()
-    with pytest.raises(SchemaTooNewError, match="schema version 2"):
-        Store.open(v1_copy)  # this build only knows version 1
+    with pytest.raises(SchemaTooNewError, match=f"schema version {last}"):
+        Store.open(v1_copy)  # this build only knows the versions before
 
 
 def test_a_failing_migration_leaves_the_old_version_intact(v1_copy: Path) -> None:
@@ -230,14 +235,15 @@ def test_a_failing_migration_leaves_the_old_version_intact(v1_copy: Path) -> Non
             prepare(connections, (*MIGRATIONS, broken))
     finally:
         connections.close()
-    with Store.open(v1_copy, retention_days=365_000) as store:
-        assert store.get_item("item-1") == V1.CATALOG[0]
     db = sqlite_utils.Database(v1_copy)
     try:
         assert "price" not in db["catalog"].columns_dict
+        assert "quarantine" not in db.table_names()  # the earlier steps rolled back too
         assert db.execute("PRAGMA user_version").fetchone()[0] == 1
     finally:
         db.close()
+    with Store.open(v1_copy, retention_days=365_000) as store:
+        assert store.get_item("item-1") == V1.CATALOG[0]
 
 
 def test_state_vectors_in_the_fixture_are_little_endian_float32(v1_copy: Path) -> None:
@@ -245,3 +251,37 @@ def test_state_vectors_in_the_fixture_are_little_endian_float32(v1_copy: Path) -
     blob = conn.execute("SELECT state FROM user_state WHERE user_id = 'alice'").fetchone()[0]
     conn.close()
     assert np.frombuffer(blob, dtype="<f4").tobytes() == V1.STATE.astype("<f4").tobytes()
+
+
+def test_version_2_recounts_sizes_and_marks_bundles_good(v1_copy: Path) -> None:
+    with Store.open(v1_copy, retention_days=365_000) as store:
+        pending = store.pending(max_events=100_000, max_bytes=2**30).events
+        for event in pending:
+            context = None if event.context is None else wire.json_text(event.context)
+            assert event.size == wire.event_size(event.user_id, event.item_id, context)
+        stats = store.stats()
+        assert stats.pending_bytes == sum(event.size for event in pending)
+        assert stats.quarantined_events == 0
+        assert all(record.good and not record.failure for record in store.installed_bundles())
+    conn = raw(v1_copy)
+    with pytest.raises(sqlite3.IntegrityError, match="immutable"):  # the trigger is back
+        conn.execute("UPDATE events SET size = 1")
+    conn.close()
+
+
+def test_an_older_builds_quarantine_file_is_imported_and_removed(v1_copy: Path) -> None:
+    with Store.open(v1_copy, retention_days=365_000) as store:
+        first, second = store.pending(max_events=2).events
+    legacy = Path(f"{v1_copy}-sync")
+    conn = raw(legacy)
+    conn.execute(
+        "CREATE TABLE quarantine (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL, status "
+        "INTEGER NOT NULL, reason TEXT NOT NULL, quarantined_at REAL NOT NULL)"
+    )
+    rows = [(first.seq, first.event_id, 422, "HTTP 422: bad", 1.0), (999, "gone", 422, "x", 1.0)]
+    conn.executemany("INSERT INTO quarantine VALUES (?, ?, ?, ?, ?)", rows)
+    conn.close()
+    with Store.open(v1_copy, retention_days=365_000) as store:
+        assert [(q.seq, q.reason) for q in store.quarantined()] == [(first.seq, "HTTP 422: bad")]
+        assert store.pending(max_events=1).events == (second,)
+    assert not legacy.exists()

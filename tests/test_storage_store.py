@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from pocketrec.core.errors import PocketrecError, StorageError
-from pocketrec.storage import NewEvent, Store
+from pocketrec.storage import SCHEMA_VERSION, NewEvent, Store
 
 
 def pragma(store: Store, name: str) -> Any:
@@ -90,7 +90,7 @@ def test_close_and_context_manager(tmp_path: Path) -> None:
         store.pending()
     with Store.open(path) as reopened:
         assert reopened.stats().pending_events == 1
-        assert reopened.schema_version == 1
+        assert reopened.schema_version == SCHEMA_VERSION
     assert reopened.closed
 
 

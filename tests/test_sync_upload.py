@@ -13,7 +13,6 @@ from pocketrec.runtime.sync import BackgroundSync, SyncClient, SyncReport
 from pocketrec.runtime.sync.policy import RetryPolicy, parse_retry_after, retryable_status
 from pocketrec.server import Fault
 from pocketrec.storage import NewEvent, Store
-from pocketrec.storage.sync_state import SyncState
 
 
 class FakeSleep:
@@ -149,15 +148,12 @@ def test_a_refused_batch_is_quarantined_and_the_rest_proceeds(
     assert report.upload.uploaded == 6
     assert report.upload.pending == 4  # kept in the store, counted
     assert "HTTP 422" in report.upload.errors[0]
-    state = SyncState.for_store(store.path)
-    try:
-        assert [q.seq for q in state.quarantined()] == [1, 2, 3, 4]
-        again = sync.run()  # stays quarantined across passes
-        assert again.upload.uploaded == 0
-        assert again.upload.pending == 4
-        assert state.release() == 4
-    finally:
-        state.close()
+    assert [q.seq for q in store.quarantined()] == [1, 2, 3, 4]
+    assert store.stats().quarantined_events == 4
+    again = sync.run()  # stays quarantined across passes
+    assert again.upload.uploaded == 0
+    assert again.upload.pending == 4
+    assert store.release_quarantined() == 4
     released = sync.run()
     assert released.upload.uploaded == 4
     assert store.stats().pending_events == 0
@@ -229,3 +225,51 @@ def test_offline_observe_and_recommend_do_not_wait_for_the_network(
         assert background.last_report is not None
         assert background.last_report.offline
         assert store.stats().pending_events == 50
+
+
+def test_issue14_opt_out_during_a_retry_wait_sends_nothing_more(
+    store: Store, sync_server: SyncHarness
+) -> None:
+    # the audit: 503 + Retry-After: 2, opt_out() during the wait; the retry used to resend a body
+    # built before the opt-out, and the server stored every purged event
+    fill(store, 8)
+    sync_server.faults.add(Fault(status=503, retry_after="2"))
+    sleep = FakeSleep(at=1, then=store.opt_out)
+    report = client(store, sync_server, sleep=sleep).run()
+    assert sleep.waits == [2.0]
+    assert sync_server.faults.requests == 1  # the retry found nothing left to send
+    assert sync_server.event_ids() == []
+    assert report.upload.uploaded == 0
+    assert store.stats().pending_events == 0
+
+
+def test_events_erased_during_a_retry_wait_are_not_sent(
+    store: Store, sync_server: SyncHarness
+) -> None:
+    store.append_many(
+        NewEvent(user, f"i{k}", "click", timestamp=1_700_000_000.0 + k)
+        for k in range(6)
+        for user in ("keep", "erase")
+    )
+    kept = [e.event_id for e in store.pending().events if e.user_id == "keep"]
+    sync_server.faults.add(Fault(status=429, retry_after="1"))
+    sleep = FakeSleep(at=1, then=lambda: store.erase_user("erase"))
+    report = client(store, sync_server, sleep=sleep).run()
+    assert report.ok
+    assert sync_server.event_ids() == kept
+    assert report.upload.uploaded == len(kept)
+
+
+def test_quarantined_events_follow_erase_and_opt_out(
+    store: Store, sync_server: SyncHarness
+) -> None:
+    fill(store, 3)
+    store.append("other", "i", "view")
+    sync_server.faults.add(Fault(status=422))
+    report = client(store, sync_server, sleep=FakeSleep()).run()
+    assert report.upload.quarantined == 4
+    store.erase_user("other")
+    assert [q.seq for q in store.quarantined()] == [1, 2, 3]
+    store.opt_out()
+    assert store.quarantined() == []
+    assert store.stats().quarantined_events == 0

@@ -35,7 +35,6 @@ from pocketrec.runtime.sync.policy import Retrier, RetryPolicy
 from pocketrec.runtime.sync.signature import PublicKey, public_key_bytes
 from pocketrec.runtime.sync.upload import UploadReport, upload_pending
 from pocketrec.storage import Store
-from pocketrec.storage.sync_state import SyncState
 
 logger = logging.getLogger("pocketrec.sync")
 
@@ -145,13 +144,11 @@ class SyncClient:
         with self._lock:
             report = SyncReport()
             retrier = Retrier(self.policy, self._sleep, self._clock, self._rng, report.waits)
-            state = SyncState.for_store(self.store.path)
             try:
                 report.upload = upload_pending(
                     self.store,
                     self.client,
                     retrier,
-                    state,
                     batch_events=self.batch_events,
                     batch_bytes=self.batch_bytes,
                 )
@@ -163,8 +160,6 @@ class SyncClient:
                 report.unauthorized = isinstance(exc, SyncAuthError)
                 report.upload.pending = self.store.stats().pending_events
                 logger.info("sync stopped: %s", exc)
-            finally:
-                state.close()
             return report
 
     def _update(

@@ -4,8 +4,8 @@ Each batch comes from ``Store.pending`` and is marked uploaded only after the se
 (at-least-once; the server deduplicates on ``event_id``, so a lost reply only means a resend).
 Retryable failures follow the :class:`Retrier`'s policy; when it gives up the upload stops and
 everything not acknowledged stays pending. 413 splits the batch in halves (an event refused alone
-is quarantined); another non-retryable 4xx quarantines the batch (``SyncState``) and the rest
-proceeds; 401/403 stop the upload with :class:`SyncAuthError` (a token problem, not the
+is quarantined); another non-retryable 4xx quarantines the batch (``Store.quarantine``) and the
+rest proceeds; 401/403 stop the upload with :class:`SyncAuthError` (a token problem, not the
 batch's); 404/405 (wrong URL) stop it with :class:`SyncError`.
 """
 
@@ -21,7 +21,6 @@ from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS
 from pocketrec.runtime.sync.http import HttpClient, Response
 from pocketrec.runtime.sync.policy import Retrier
 from pocketrec.storage import Batch, Event, Store
-from pocketrec.storage.sync_state import SyncState
 
 EVENTS_PATH = "/v1/events"
 
@@ -52,12 +51,15 @@ def upload_pending(
     store: Store,
     client: HttpClient,
     retrier: Retrier,
-    state: SyncState,
     *,
     batch_events: int = DEFAULT_BATCH_EVENTS,
     batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> UploadReport:
     """Upload every pending, unquarantined event in ``seq`` order; returns the report.
+
+    Before every request, first send and retries alike, the batch is read again from the store
+    (:meth:`Store.still_pending`): events purged meanwhile (``opt_out``, ``erase_user``, the
+    outbox caps) are never sent, and after an opt-out nothing is.
 
     Raises :class:`SyncUnavailableError` when the retry policy gives up,
     :class:`SyncAuthError` for 401/403 and :class:`SyncError` for 404/405; events acknowledged
@@ -66,44 +68,54 @@ def upload_pending(
     report = UploadReport()
     try:
         while True:
-            skip = state.quarantined_seqs()
-            batch = store.pending(max_events=batch_events, max_bytes=batch_bytes, skip=skip)
+            batch = store.pending(max_events=batch_events, max_bytes=batch_bytes)
             if not batch.events:
                 break
-            _send(store, client, retrier, state, batch.events, report)
+            _send(store, client, retrier, batch, report)
     finally:
         report.pending = store.stats().pending_events
     return report
 
 
+class _Withdrawn(Exception):
+    """Every event of the batch was purged before the request could be sent."""
+
+
 def _send(
-    store: Store,
-    client: HttpClient,
-    retrier: Retrier,
-    state: SyncState,
-    events: Sequence[Event],
-    report: UploadReport,
+    store: Store, client: HttpClient, retrier: Retrier, batch: Batch, report: UploadReport
 ) -> None:
-    body = request_body(events)
-    response = retrier.call(lambda: client.post_json(EVENTS_PATH, body), what="upload")
+    sent = [batch]
+
+    def attempt() -> Response:
+        current = store.still_pending(batch)  # read again before every send and every retry
+        if not current.events:
+            raise _Withdrawn
+        sent[0] = current
+        return client.post_json(EVENTS_PATH, request_body(current.events))
+
+    try:
+        response = retrier.call(attempt, what="upload")
+    except _Withdrawn:
+        return
+    batch = sent[0]
     if 200 <= response.status < 300:
-        report.uploaded += store.mark_uploaded(Batch(tuple(events)))
-        report.new_on_server += _new_count(response, len(events))
+        report.uploaded += store.mark_uploaded(batch)
+        report.new_on_server += _new_count(response, len(batch))
         report.batches += 1
         return
     if response.status in (401, 403):
         raise SyncAuthError(f"upload refused: {response.error_text()}")
     if response.status in _STOP_STATUSES:
         raise SyncError(f"upload: {response.error_text()} (is the server URL right?)")
-    if response.status == 413 and len(events) > 1:
+    if response.status == 413 and len(batch) > 1:
         report.splits += 1
-        half = len(events) // 2
-        _send(store, client, retrier, state, events[:half], report)
-        _send(store, client, retrier, state, events[half:], report)
+        half = len(batch) // 2
+        _send(store, client, retrier, Batch(batch.events[:half]), report)
+        _send(store, client, retrier, Batch(batch.events[half:]), report)
         return
     reason = response.error_text()
-    report.quarantined += state.quarantine(events, status=response.status, reason=reason)
-    report.errors.append(f"seq {events[0].seq}..{events[-1].seq} quarantined: {reason}")
+    report.quarantined += store.quarantine(batch, status=response.status, reason=reason)
+    report.errors.append(f"seq {batch.first_seq}..{batch.last_seq} quarantined: {reason}")
 
 
 def request_body(events: Sequence[Event]) -> bytes:
