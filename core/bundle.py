@@ -89,6 +89,16 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def manifest_sha256(bundle_dir: Path) -> str:
+    """Hex SHA-256 of the bundle's ``manifest.json`` bytes (what the store records and the
+    server signs); ``BundleError`` if it cannot be read."""
+    path = Path(bundle_dir) / MANIFEST
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise BundleError(f"{path}: cannot be read ({exc.strerror or exc})") from None
+
+
 def file_entry(path: Path) -> FileEntry:
     """The manifest entry of an existing file."""
     return FileEntry(bytes=path.stat().st_size, sha256=sha256_file(path))

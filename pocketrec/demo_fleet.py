@@ -20,7 +20,7 @@ from pocketrec.core.events import EventType
 from pocketrec.core.progress import Progress
 from pocketrec.demo_data import DeviceEvent
 from pocketrec.runtime import Recommender
-from pocketrec.runtime.sync import SyncClient, SyncReport, bundle_to_open
+from pocketrec.runtime.sync import SyncClient, SyncReport
 from pocketrec.runtime.sync.policy import RetryPolicy
 from pocketrec.storage import Store
 
@@ -156,9 +156,8 @@ class Device:
             report = client.run()
         self._check(report, "first sync")
         self.counts.add(report)
-        path = bundle_to_open(self.store, self.store.path.parent / "none-installed")
-        self.rec = Recommender.open(path, db=self.store)
-        return path
+        self.rec = Recommender.open(None, db=self.store)  # no shipped bundle: the installed one
+        return Path(self.rec.info()["bundle"])
 
     @property
     def recommender(self) -> Recommender:

@@ -41,6 +41,13 @@ from pocketrec.core.events import EVENT_NAMES, EventType, event_code
 from pocketrec.native import registry
 from pocketrec.native.arguments import check_k
 from pocketrec.runtime.bundle import open_bundle
+from pocketrec.runtime.bundle_choice import (
+    REPLACED,
+    SHIPPED,
+    BundleChoice,
+    open_best,
+    record_served,
+)
 from pocketrec.runtime.feedback import DEFAULT_CAPACITY, DEFAULT_DECAY, DEFAULT_DEMOTION
 from pocketrec.runtime.ranking import Ranking, apply_call_filters, check_ids
 from pocketrec.runtime.serving import ServedBundle
@@ -77,9 +84,11 @@ class Recommender:
         feedback_decay: float = DEFAULT_DECAY,
         store: Store | None = None,
         owns_store: bool = False,
+        choice: BundleChoice | None = None,
     ) -> None:
         """Prefer :meth:`open`. ``served``: the bundle to serve; ``store``: the device store
-        (closed by :meth:`close` when ``owns_store``); see ``open`` for the rest."""
+        (closed by :meth:`close` when ``owns_store``); ``choice``: why that bundle (for
+        :meth:`info`); see ``open`` for the rest."""
         if not (math.isfinite(demotion) and demotion >= 0):
             raise ValueError(f"demotion must be a finite number >= 0, got {demotion!r}")
         if recent_events < 1 or feedback_items < 0 or not 0 <= feedback_decay <= 1:
@@ -99,6 +108,9 @@ class Recommender:
         self._sync_lock = threading.Lock()  # one sync pass at a time
         self._store = store
         self._owns_store = owns_store
+        self._choice = choice or BundleChoice(
+            str(served.bundle.path), served.manifest.model_version, SHIPPED, "opened directly"
+        )
         if store is not None:
             self._unavailable_ids.update(store.unavailable_items())
             served.set_unavailable(self._unavailable_ids)
@@ -106,7 +118,7 @@ class Recommender:
     @classmethod
     def open(
         cls,
-        bundle_dir: str | os.PathLike[str],
+        bundle_dir: str | os.PathLike[str] | None,
         db: str | os.PathLike[str] | Store | None = None,
         backend: str = "auto",
         *,
@@ -115,27 +127,43 @@ class Recommender:
         feedback_items: int = DEFAULT_CAPACITY,
         feedback_decay: float = DEFAULT_DECAY,
     ) -> Recommender:
-        """Verify and open the bundle directory ``bundle_dir``.
+        """Open the bundle to serve: ``bundle_dir``, or with a ``db`` the best bundle installed.
+
+        Every bundle is verified and exercised before it is served
+        (:func:`pocketrec.runtime.bundle.open_bundle`: each file's length and SHA-256, then the
+        interpreter, the dimensions, one step and one top-k; ``BundleError`` naming the file
+        otherwise). The catalog is memory-mapped.
 
         Args:
-            bundle_dir: a bundle written by ``pocketrec convert``; every file's length and
-                SHA-256 is checked before anything reaches the interpreter (``BundleError``
-                naming the file otherwise). The catalog is memory-mapped.
-            db: the device store that keeps the users' state across restarts (module
-                docstring): a path (a :class:`pocketrec.storage.Store` is opened with its
-                defaults, durability ``"full"``, and closed by :meth:`close`) or an open
-                ``Store`` (shared: the caller closes it, after this recommender). The items
-                its catalog cache marks unavailable start unavailable. ``None``: state lives in
-                memory only.
+            bundle_dir: the bundle the app ships with (written by ``pocketrec convert``). With a
+                ``db`` it is the fallback: the store's active bundle (the last update that sync
+                or :meth:`replace_bundle` installed) is served instead unless the shipped one is
+                newer, and an installed bundle that fails to open is recorded as failed and
+                skipped for the previous good one or the shipped one
+                (``pocketrec.runtime.bundle_choice``; :meth:`info` says which and why). ``None``
+                (only with a ``db``): no shipped bundle, an installed one must open.
+            db: the device store that keeps the users' state and installed bundles across
+                restarts (module docstring): a path (a :class:`pocketrec.storage.Store` is
+                opened with its defaults, durability ``"full"``, and closed by :meth:`close`)
+                or an open ``Store`` (shared: the caller closes it, after this recommender).
+                The items its catalog cache marks unavailable start unavailable. ``None``:
+                state lives in memory only.
             backend: top-k backend, ``"auto"``, ``"c"``, ``"numba"`` or ``"numpy"``.
             demotion: ``λ`` of the negative-feedback demotion (0 switches it off).
             recent_events: events kept per user to rebuild its state on :meth:`replace_bundle`.
             feedback_items: how many recent rejections per user demote similar items.
             feedback_decay: a rejection's demotion is multiplied by this for every later event.
         """
-        served = ServedBundle(open_bundle(Path(bundle_dir)))
+        shipped = None if bundle_dir is None else Path(bundle_dir)
         store, owns = _open_store(db)
         try:
+            if store is None:
+                if shipped is None:
+                    raise ValueError("bundle_dir is required without a db")
+                bundle, choice = open_bundle(shipped), None
+            else:
+                bundle, choice = open_best(shipped, store)
+            served = ServedBundle(bundle)
             return cls(
                 served,
                 backend=backend,
@@ -145,6 +173,7 @@ class Recommender:
                 feedback_decay=feedback_decay,
                 store=store,
                 owns_store=owns,
+                choice=choice,
             )
         except BaseException:
             if owns and store is not None:
@@ -316,7 +345,11 @@ class Recommender:
             self._served.set_unavailable(self._unavailable_ids)
 
     def replace_bundle(self, new_dir: str | os.PathLike[str]) -> None:
-        """Serve the bundle ``new_dir`` from now on (verified first; on error the old one stays).
+        """Serve the bundle ``new_dir`` from now on. It is verified and exercised first
+        (:func:`pocketrec.runtime.bundle.open_bundle`); on error (``BundleError``) nothing
+        changes. With a db it is then recorded as the store's active bundle, so a restart
+        serves it too (``BundleError`` if the store holds its model version from another
+        manifest or as failed).
 
         Calls in flight finish on the old bundle. Each user's state is then rebuilt by replaying
         their recent events (the last ``recent_events``) through the new step model; items the
@@ -327,11 +360,17 @@ class Recommender:
         Thread-safe: other calls go on while the new bundle loads; a user's calls wait only while
         that user is rebuilt (a user reached before the rebuild loop is rebuilt by its own call).
         """
-        served = ServedBundle(open_bundle(Path(new_dir)))
+        bundle = open_bundle(Path(new_dir))
+        served = ServedBundle(bundle)
         with self._admin_lock:
+            if self._store is not None:
+                record_served(self._store, bundle)
             old = self._served
             served.set_unavailable(self._unavailable_ids)
             self._served = served
+            self._choice = BundleChoice(
+                str(bundle.path), bundle.manifest.model_version, REPLACED, "replace_bundle"
+            )
         logger.info(
             "bundle version %d (%s) replaced by version %d (%s)",
             old.manifest.model_version,
@@ -403,7 +442,8 @@ class Recommender:
         return BackgroundSync(run, interval=interval, jitter=jitter, run_first=run_first).start()
 
     def info(self) -> dict[str, Any]:
-        """What is serving: interpreter package, top-k backend, bundle path and version, item
+        """What is serving: interpreter package, top-k backend, bundle path and version, which
+        bundle was chosen and why (``bundle_choice``: source, reason, candidates skipped), item
         count, catalog and model dtypes, dimensions, users, settings. Thread-safe."""
         served = self._served
         m = served.manifest
@@ -414,6 +454,7 @@ class Recommender:
             "backend": self._backend,
             "bundle": str(served.bundle.path),
             "model_version": m.model_version,
+            "bundle_choice": self._choice.to_dict(),
             "items": m.num_items,
             "catalog_dtype": m.catalog_dtype,
             "model_dtype": m.model_dtype,

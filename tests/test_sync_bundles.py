@@ -16,7 +16,7 @@ from conftest import BUNDLE_FIXTURE, SyncHarness, bundle_version
 
 from pocketrec.core.bundle import read_manifest, verify_bundle
 from pocketrec.runtime import Recommender
-from pocketrec.runtime.sync import SyncClient, bundle_to_open
+from pocketrec.runtime.sync import SyncClient
 from pocketrec.server.signing import generate_key
 from pocketrec.storage import Store
 
@@ -37,7 +37,7 @@ def test_a_newer_bundle_is_installed_and_served_and_the_old_one_kept(
     sync_server.publish(2)
     token = sync_server.add_device("phone")
     store, shipped = device(tmp_path)
-    with store, Recommender.open(bundle_to_open(store, BUNDLE_FIXTURE), db=store) as rec:
+    with store, Recommender.open(BUNDLE_FIXTURE, db=store) as rec:
         rec.observe("i00001")
         report = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
         assert report.ok, report
@@ -110,7 +110,7 @@ def test_a_bad_bundle_is_rejected_and_the_active_one_stays(
         }.get(case, lambda _p: None)(published)
     before = store.active_bundle()
     token = sync_server.add_device("phone")
-    with store, Recommender.open(bundle_to_open(store, BUNDLE_FIXTURE), db=store) as rec:
+    with store, Recommender.open(BUNDLE_FIXTURE, db=store) as rec:
         served = rec.info()["model_version"]
         report = rec.sync(sync_server.url, token, public_key=key)
         assert report.bundle is not None
@@ -148,7 +148,7 @@ def test_an_interrupted_download_resumes_with_a_range_request(
         assert report.bundle.status == "installed"
     downloads = [amount for stage, amount in seen if stage == "download:step.tflite"]
     assert downloads[0] == 4000 + 1024  # continued after the 4000 bytes already there
-    assert [stage for stage, _ in seen[-3:]] == ["verified", "renamed", "recorded"]
+    assert [stage for stage, _ in seen[-4:]] == ["verified", "proven", "renamed", "recorded"]
 
 
 CHILD = """
@@ -185,7 +185,7 @@ def test_a_crash_during_download_or_swap_leaves_a_complete_old_or_new_bundle(
     rng = random.Random(6)
     points = [("download:catalog.npy", 1)]
     points += [("download:step.tflite", 1024 * n) for n in range(1, 10)]
-    points += [("verified", 0), ("renamed", 0), ("recorded", 0)]
+    points += [("verified", 0), ("proven", 0), ("renamed", 0), ("recorded", 0)]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     for round_ in range(3):
         store, _ = device(tmp_path, f"device{round_}")

@@ -11,7 +11,6 @@ from conftest import RuntimeBundles, SyncHarness
 
 from pocketrec.cli import main
 from pocketrec.runtime import Recommender
-from pocketrec.runtime.sync import bundle_to_open
 from pocketrec.storage import Store
 
 pytest.importorskip("tensorflow", reason="training the next bundle needs the `convert` extra")
@@ -51,7 +50,7 @@ def test_two_devices_feed_the_next_bundle_and_use_it(
     sync_server.server.stop()  # the devices start offline
     rng = random.Random(0)
     stores = [Store.open(tmp_path / f"{name}.sqlite") for name in ("phone", "tablet")]
-    recs = [Recommender.open(bundle_to_open(s, runtime_bundles.f32), db=s) for s in stores]
+    recs = [Recommender.open(runtime_bundles.f32, db=s) for s in stores]
     try:
         for d, rec in enumerate(recs):
             for u in range(80):
@@ -87,7 +86,9 @@ def test_two_devices_feed_the_next_bundle_and_use_it(
         assert report.bundle is not None
         assert report.bundle.status == "installed"
         assert recs[0].info()["model_version"] == 7
-        assert bundle_to_open(stores[0], runtime_bundles.f32) == report.bundle.path
+        with Recommender.open(runtime_bundles.f32, db=stores[0]) as restarted:  # as after a restart
+            assert restarted.info()["bundle"] == str(report.bundle.path)
+            assert restarted.info()["model_version"] == 7
         after = recs[0].recommend(5, user=probe)[0]
         assert after != before
         assert set(after) <= set(CYCLE)  # the new catalog is what the devices used

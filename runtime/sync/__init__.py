@@ -15,8 +15,7 @@ from pocketrec.runtime.sync.client import (
     BackgroundSync,
     SyncClient,
     SyncReport,
-    bundle_to_open,
     default_bundles_dir,
 )
 
-__all__ = ["BackgroundSync", "SyncClient", "SyncReport", "bundle_to_open", "default_bundles_dir"]
+__all__ = ["BackgroundSync", "SyncClient", "SyncReport", "default_bundles_dir"]

@@ -1,20 +1,25 @@
-"""Pulling a newer bundle: signed manifest → resumable download → verify → atomic install.
+"""Pulling a newer bundle: signed manifest → resumable download → verify → prove → switch.
 
 1. ``GET /v1/bundles/latest``: the manifest's exact bytes and their Ed25519 signature. The
    signature must verify against the configured public key, then the manifest must parse, its
-   ``model_version`` must be greater than every installed version (no rollback) and the server's
-   advertised version must equal it; otherwise :class:`BundleRejectedError` and nothing is
-   written but the staging directory.
+   ``model_version`` must be greater than every installed good version and the one being served
+   (no rollback) and the server's advertised version must equal it; otherwise ``"rejected"``
+   and nothing is written but the staging directory. A version the store recorded as failed is
+   answered ``"failed_before"`` without downloading anything (never retried in a loop).
 2. Every listed file is downloaded into ``<bundles_dir>/.incoming-v<N>/`` (``<name>.part``,
    resumed with ``Range`` after a crash or a dropped connection, never read past its signed
    length), then its length and SHA-256 are checked against the signed manifest. A mismatch
    deletes the file and rejects the bundle.
-3. ``verify_bundle`` on the staging directory, fsync of every file and of the directory, rename
-   to ``<bundles_dir>/v<N>`` (atomic), fsync of ``bundles_dir``, then one store transaction
-   records and activates it (``Store.add_bundle(..., activate=True)``).
+3. The staged bundle is proven where it lies: ``verify_bundle``, then ``open_bundle`` (the
+   interpreter, the dimensions, one step and one top-k). A failure records the version as failed
+   in the store with the reason (``Store.mark_bundle_failed``), deletes the staging directory and
+   rejects the bundle: the active bundle is untouched.
+4. Only then: fsync, rename to ``<bundles_dir>/v<N>`` (``pocketrec.core.files``), and one store
+   transaction records it good and active (``Store.add_bundle(..., activate=True)``).
 
 A crash anywhere leaves the store's active bundle either the old complete directory or the new
-complete one: the rename happens only after verification and the record only after the rename.
+complete, proven one: the rename happens only after the proof and the record only after the
+rename (a directory renamed but not recorded is verified and proven again on the next pass).
 Older bundle directories are kept (rollback with ``Store.activate_bundle``).
 """
 
@@ -33,6 +38,7 @@ from pocketrec.core.bundle import MANIFEST, Manifest, read_manifest, sha256_file
 from pocketrec.core.errors import BundleError, BundleRejectedError, SyncAuthError, SyncError
 from pocketrec.core.files import install_directory
 from pocketrec.core.wire import DOWNLOAD_CHUNK_BYTES
+from pocketrec.runtime.bundle import open_bundle
 from pocketrec.runtime.sync.http import HttpClient, file_path
 from pocketrec.runtime.sync.policy import Retrier
 from pocketrec.runtime.sync.signature import verify_signature
@@ -43,7 +49,7 @@ MAX_MANIFEST_BYTES = 1 << 20
 
 Progress = Callable[[str, int], None]
 """``progress(stage, amount)``: ``("download:<file>", bytes so far)``, ``("verified", N)``,
-``("renamed", N)``, ``("recorded", N)`` with ``N`` the model version."""
+``("proven", N)``, ``("renamed", N)``, ``("recorded", N)`` with ``N`` the model version."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,9 @@ class BundleUpdate:
     """The outcome of a bundle check.
 
     ``status``: ``"installed"`` (``path`` holds the new active bundle), ``"up_to_date"``,
-    ``"none_published"`` or ``"rejected"`` (``reason`` says why; nothing was activated).
+    ``"none_published"``, ``"rejected"`` (``reason`` says why; nothing was activated) or
+    ``"failed_before"`` (the server's latest is a version this device recorded as failed:
+    ``reason`` is the recorded failure; nothing was downloaded).
     """
 
     status: str
@@ -61,8 +69,9 @@ class BundleUpdate:
 
 
 def installed_version(store: Store, current: int | None = None) -> int | None:
-    """The highest model version installed in ``store`` (or ``current``, the running one)."""
-    versions = [record.model_version for record in store.installed_bundles()]
+    """The highest good model version installed in ``store`` (or ``current``, the running
+    one)."""
+    versions = [record.model_version for record in store.installed_bundles() if record.good]
     if current is not None:
         versions.append(current)
     return max(versions) if versions else None
@@ -95,6 +104,9 @@ def update_bundle(
             raise BundleRejectedError(
                 f"the server advertises version {advertised} for a manifest of version {version}"
             )
+        failed = _failed_record(store, version)
+        if failed is not None:
+            return BundleUpdate("failed_before", version, reason=failed)
         installed = installed_version(store, current_version)
         if installed is not None and version <= installed:
             if version == installed:
@@ -112,6 +124,14 @@ def update_bundle(
         shutil.rmtree(bundles_dir / f".incoming-v{version}", ignore_errors=True)
         return BundleUpdate("rejected", version, reason=str(exc))
     return BundleUpdate("installed", version, path)
+
+
+def _failed_record(store: Store, version: int) -> str | None:
+    """The recorded failure of ``version``, or ``None`` if it did not fail before."""
+    record = next((r for r in store.installed_bundles() if r.model_version == version), None)
+    if record is None or record.good:
+        return None
+    return record.failure or "failed before"
 
 
 def _raise_for_status(status: int, text: str, what: str) -> None:
@@ -156,29 +176,43 @@ def _install(
     chunk_bytes: int,
     progress: Progress | None,
 ) -> Path:
+    bundles_dir = bundles_dir.resolve()
     bundles_dir.mkdir(parents=True, exist_ok=True)
     staging = bundles_dir / f".incoming-v{version}"
     final = bundles_dir / f"v{version}"
     staging.mkdir(exist_ok=True)
     (staging / MANIFEST).write_bytes(manifest_bytes)
     manifest = read_manifest(staging)  # schema check of the signed manifest
+    digest = hashlib.sha256(manifest_bytes).hexdigest()
     if not final.exists():
         for name, entry in manifest.files.items():
             _fetch(client, retrier, staging, version, name, entry.bytes, chunk_bytes, progress)
             _check_file(staging / name, name, entry.bytes, entry.sha256)
         _verify_staged(staging, manifest)
         _report(progress, "verified", version)
+        _prove(store, staging, final, version, digest)
+        _report(progress, "proven", version)
         install_directory(staging, final)
         _report(progress, "renamed", version)
     else:  # renamed before a crash, not recorded yet: check it again before using it
         _verify_staged(final, manifest)
         if (final / MANIFEST).read_bytes() != manifest_bytes:
             raise BundleRejectedError(f"{final} holds another manifest than the signed one")
+        _prove(store, final, final, version, digest)
         shutil.rmtree(staging, ignore_errors=True)
-    digest = hashlib.sha256(manifest_bytes).hexdigest()
     store.add_bundle(version, final, digest, activate=True)
     _report(progress, "recorded", version)
     return final
+
+
+def _prove(store: Store, folder: Path, final: Path, version: int, digest: str) -> None:
+    """Open and exercise the bundle in ``folder`` (``open_bundle``); on failure record
+    ``version`` as failed (``final`` is where it would have gone) and re-raise."""
+    try:
+        open_bundle(folder)
+    except BundleError as exc:
+        store.mark_bundle_failed(version, final, digest, reason=str(exc))
+        raise
 
 
 def _fetch(

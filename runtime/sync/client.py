@@ -5,9 +5,10 @@
 
 1. upload every pending event, oldest first (``pocketrec.runtime.sync.upload``: marked uploaded
    only after a 2xx; retries with backoff; 413 splits; other 4xx quarantine);
-2. if a public key is configured, install a newer signed bundle
-   (``pocketrec.runtime.sync.bundles``) and hand it to ``on_bundle`` (the Recommender's
-   ``replace_bundle``); if that fails the previous bundle is activated again.
+2. if a public key is configured, install a newer signed bundle once it is proven
+   (``pocketrec.runtime.sync.bundles``: staged, verified, opened and exercised, then switched)
+   and hand it to ``on_bundle`` (the Recommender's ``replace_bundle``); if that still fails the
+   version is recorded as failed and the previous bundle is active again.
 
 It never raises for the network or the server: an unreachable server, a refused token or a
 rejected bundle end the pass and are reported in the :class:`SyncReport`; whatever was not
@@ -27,7 +28,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pocketrec.core.errors import SyncAuthError, SyncError, SyncUnavailableError
+from pocketrec.core.bundle import manifest_sha256
+from pocketrec.core.errors import BundleError, SyncAuthError, SyncError, SyncUnavailableError
 from pocketrec.core.wire import DEFAULT_BATCH_BYTES, DEFAULT_BATCH_EVENTS, DOWNLOAD_CHUNK_BYTES
 from pocketrec.runtime.sync.bundles import BundleUpdate, Progress, update_bundle
 from pocketrec.runtime.sync.http import HttpClient
@@ -60,7 +62,8 @@ class SyncReport:
 
     @property
     def ok(self) -> bool:
-        """The pass ran to the end and no bundle was rejected."""
+        """The pass ran to the end and no bundle was rejected in it (a version that failed
+        before is reported as ``"failed_before"`` and does not fail the pass again)."""
         rejected = self.bundle is not None and self.bundle.status == "rejected"
         return self.error is None and not rejected
 
@@ -68,13 +71,6 @@ class SyncReport:
 def default_bundles_dir(store: Store) -> Path:
     """Where synced bundles are installed by default: ``bundles/`` next to the store file."""
     return store.path.parent / BUNDLES_FOLDER
-
-
-def bundle_to_open(store: Store, fallback: str | os.PathLike[str]) -> Path:
-    """The directory an app should open at start: the store's active bundle, else ``fallback``
-    (the bundle shipped with the app)."""
-    record = store.active_bundle()
-    return Path(record.path) if record is not None else Path(fallback)
 
 
 class SyncClient:
@@ -186,9 +182,12 @@ class SyncClient:
             return update
         try:
             on_bundle(update.path)
-        except Exception as exc:  # the runtime could not load it: back to the previous one
-            if previous is not None:
-                self.store.activate_bundle(previous.model_version)
+        except BundleError as exc:  # proven in staging, yet it did not load: never again
+            assert update.model_version is not None
+            self.store.mark_bundle_failed(
+                update.model_version, update.path, manifest_sha256(update.path), reason=str(exc)
+            )
+            self.store.activate_bundle(None if previous is None else previous.model_version)
             logger.warning("bundle %s could not be loaded: %s", update.path, exc)
             return BundleUpdate("rejected", update.model_version, update.path, f"load: {exc}")
         return update
