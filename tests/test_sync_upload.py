@@ -4,12 +4,13 @@ replies, the retry schedule under faults, 413 splits, quarantine, and offline be
 from __future__ import annotations
 
 import random
+import threading
 import time
 from pathlib import Path
 
 from conftest import SyncHarness
 
-from pocketrec.runtime.sync import BackgroundSync, SyncClient, SyncReport
+from pocketrec.runtime.sync import SyncClient, SyncReport
 from pocketrec.runtime.sync.policy import RetryPolicy, parse_retry_after, retryable_status
 from pocketrec.server import Fault
 from pocketrec.storage import NewEvent, Store
@@ -192,7 +193,7 @@ def test_retry_policy_rules() -> None:
     assert parse_retry_after("soon", now=0.0) is None
 
 
-def test_offline_observe_and_recommend_do_not_wait_for_the_network(
+def test_observe_and_recommend_never_wait_for_a_sync_in_progress(
     tmp_path: Path, sync_server: SyncHarness
 ) -> None:
     from conftest import BUNDLE_FIXTURE
@@ -200,31 +201,33 @@ def test_offline_observe_and_recommend_do_not_wait_for_the_network(
     from pocketrec.runtime import Recommender
 
     token = sync_server.add_device("phone")
-    sync_server.server.stop()  # offline from the start
+    sync_server.faults.add(Fault(delay=60.0))  # the upload hangs on the server
     with (
         Store.open(tmp_path / "device.sqlite") as store,
         Recommender.open(BUNDLE_FIXTURE, db=store) as rec,
     ):
         items = rec.recommend(5, exclude_seen=False)[0]
-
-        def attempt() -> SyncReport:  # a background pass that keeps retrying for real
-            policy = RetryPolicy(base_delay=0.02, max_delay=0.04, max_attempts=10)
-            return rec.sync(sync_server.url, token, policy=policy)
-
-        background = BackgroundSync(attempt, interval=0.01, run_first=True).start()
-        try:
-            start = time.perf_counter()
-            for item in items * 10:
-                rec.observe(item)
-                rec.recommend(5)
-            elapsed = time.perf_counter() - start
-        finally:
-            background.stop(timeout=10)
-        assert elapsed < 2.0  # 50 observe + recommend with a durable store; no network waits
-        assert background.passes >= 1
-        assert background.last_report is not None
-        assert background.last_report.offline
-        assert store.stats().pending_events == 50
+        rec.observe(items[0])
+        reports: list[SyncReport] = []
+        policy = RetryPolicy(max_attempts=1)
+        sync = threading.Thread(
+            target=lambda: reports.append(rec.sync(sync_server.url, token, policy=policy))
+        )
+        sync.start()
+        deadline = time.monotonic() + 30
+        while sync_server.faults.requests == 0:  # wait until the upload is on the wire
+            assert time.monotonic() < deadline, "the sync never reached the server"
+            time.sleep(0.01)
+        for item in items * 10:
+            rec.observe(item)
+            rec.recommend(5)
+        assert sync.is_alive()  # still waiting on the server: nothing above waited for it
+        assert reports == []
+        sync_server.server.stop()  # the hanging request fails, the single attempt gives up
+        sync.join(60)
+        assert not sync.is_alive()
+        assert reports[0].offline
+        assert store.stats().pending_events == 51
 
 
 def test_issue14_opt_out_during_a_retry_wait_sends_nothing_more(
@@ -273,3 +276,36 @@ def test_quarantined_events_follow_erase_and_opt_out(
     store.opt_out()
     assert store.quarantined() == []
     assert store.stats().quarantined_events == 0
+
+
+def test_start_sync_uploads_in_the_background_and_stops(
+    tmp_path: Path, sync_server: SyncHarness
+) -> None:
+    from conftest import BUNDLE_FIXTURE
+
+    from pocketrec.runtime import Recommender
+
+    token = sync_server.add_device("phone")
+    with (
+        Store.open(tmp_path / "device.sqlite") as store,
+        Recommender.open(BUNDLE_FIXTURE, db=store) as rec,
+    ):
+        item = rec.recommend(1, exclude_seen=False)[0][0]
+        rec.observe(item)
+        background = rec.start_sync(sync_server.url, token, interval=3600.0, run_first=True)
+        try:
+            deadline = time.monotonic() + 30
+            while background.passes < 1:
+                assert time.monotonic() < deadline, "no background pass ran"
+                time.sleep(0.01)
+            rec.observe(item, "like")
+            background.trigger()  # a second pass now, not in an hour
+            while background.passes < 2:
+                assert time.monotonic() < deadline, "trigger() did not run a pass"
+                time.sleep(0.01)
+        finally:
+            background.stop(timeout=30)
+        assert background.last_report is not None
+        assert background.last_report.ok
+        assert len(sync_server.event_ids()) == 2
+        assert store.stats().pending_events == 0
