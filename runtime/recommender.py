@@ -402,7 +402,8 @@ class Recommender:
         refused token, rejected bundle) and unacknowledged events stay pending. ``options`` go
         to :class:`pocketrec.runtime.sync.SyncClient` (``bundles_dir``, ``timeout``,
         ``policy``, ``sleep``, ``clock``, ``rng``, ``batch_events``, ``batch_bytes``,
-        ``chunk_bytes``, ``progress``). Runs on the calling thread; ``observe`` and
+        ``chunk_bytes``, ``progress``, ``allow_http``). ``url`` must be ``https://`` unless it
+        is a loopback host or ``allow_http=True``. Runs on the calling thread; ``observe`` and
         ``recommend`` go on meanwhile (they never wait for the network). One pass at a time.
         """
         from pocketrec.runtime.sync import SyncClient

@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
 from conftest import SyncHarness
 
 from pocketrec.runtime.sync import SyncClient, SyncReport
@@ -309,3 +310,17 @@ def test_start_sync_uploads_in_the_background_and_stops(
         assert background.last_report.ok
         assert len(sync_server.event_ids()) == 2
         assert store.stats().pending_events == 0
+
+
+def test_plain_http_to_a_remote_host_needs_an_explicit_opt_in(store: Store) -> None:
+    for url in ("http://sync.example.com", "http://10.0.0.8:8080", "http://[2001:db8::1]/"):
+        with pytest.raises(ValueError, match="unencrypted"):
+            SyncClient(store, url, "token")
+        assert SyncClient(store, url, "token", allow_http=True).client is not None
+    for url in (
+        "https://sync.example.com",
+        "http://127.0.0.1:8080",
+        "http://localhost",
+        "http://[::1]:9",
+    ):
+        assert SyncClient(store, url, "token").client is not None

@@ -89,6 +89,8 @@ class SyncClient:
         batch_events, batch_bytes: upload batch limits (store-counted bytes).
         chunk_bytes: download chunk size in bytes.
         progress: bundle-install progress callback (``pocketrec.runtime.sync.bundles``).
+        allow_http: accept a plain ``http://`` url to a host that is not loopback (the token
+            and events then travel unencrypted); without it such a url raises ``ValueError``.
     """
 
     def __init__(
@@ -108,13 +110,14 @@ class SyncClient:
         batch_bytes: int = DEFAULT_BATCH_BYTES,
         chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
         progress: Progress | None = None,
+        allow_http: bool = False,
     ) -> None:
         if not isinstance(token, str) or not token:
             raise ValueError("token must be a non-empty str")
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
         self.store = store
-        self.client = HttpClient(url, token, timeout=timeout)
+        self.client = HttpClient(url, token, timeout=timeout, allow_http=allow_http)
         self.public_key = None if public_key is None else public_key_bytes(public_key)
         self.bundles_dir = Path(bundles_dir) if bundles_dir else default_bundles_dir(store)
         self.policy = policy or RetryPolicy()

@@ -8,6 +8,7 @@ status is returned as a :class:`Response` (the caller decides what is retryable)
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import socket
 import ssl
 from collections.abc import Callable, Mapping
@@ -43,14 +44,35 @@ class Response:
         return f"HTTP {self.status}" + (f": {text}" if text else "")
 
 
-class HttpClient:
-    """Requests to one sync server ``base_url`` (``http://`` or ``https://``) with a device
-    ``token``; ``timeout`` seconds per socket operation (connect, each read)."""
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ``::1``)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
-    def __init__(self, base_url: str, token: str, *, timeout: float = 10.0) -> None:
+
+class HttpClient:
+    """Requests to one sync server ``base_url`` with a device ``token``; ``timeout`` seconds per
+    socket operation (connect, each read).
+
+    ``https://`` is required, except for a loopback host (tests, a local server) or when the app
+    opts in with ``allow_http=True`` (the token and the events would cross the network in clear
+    text); anything else raises ``ValueError``."""
+
+    def __init__(
+        self, base_url: str, token: str, *, timeout: float = 10.0, allow_http: bool = False
+    ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"url must be http:// or https:// with a host, got {base_url!r}")
+        if parts.scheme == "http" and not allow_http and not is_loopback(parts.hostname):
+            raise ValueError(
+                f"refusing plain http:// to {parts.hostname}: the device token and events would "
+                "travel unencrypted; use https://, or pass allow_http=True to opt in explicitly"
+            )
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
         self._https = parts.scheme == "https"
