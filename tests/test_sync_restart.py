@@ -14,6 +14,7 @@ from conftest import BUNDLE_FIXTURE, SyncHarness, bundle_version
 from pocketrec.core.bundle import MANIFEST, file_entry
 from pocketrec.core.errors import BundleError
 from pocketrec.runtime import Recommender
+from pocketrec.runtime.sync.bundles import BundleUpdate
 from pocketrec.storage import Store
 
 BROKEN_CASES = ("truncated step.tflite", "state_dim off by one", "items.json one entry short")
@@ -46,6 +47,14 @@ def open_app(store: Store) -> Recommender:
     return Recommender.open(BUNDLE_FIXTURE, db=store)
 
 
+def pull(rec: Recommender, server: SyncHarness, token: str) -> BundleUpdate:
+    """One sync pass with bundle updates; its bundle outcome."""
+    report = rec.sync(server.url, token, public_key=server.public_key)
+    assert report.bundle is not None
+    assert report.ok == (report.bundle.status != "rejected")
+    return report.bundle
+
+
 def test_issue14_an_installed_update_survives_restarts(
     tmp_path: Path, sync_server: SyncHarness
 ) -> None:
@@ -54,19 +63,16 @@ def test_issue14_an_installed_update_survives_restarts(
     with Store.open(tmp_path / "device.sqlite") as store:
         with open_app(store) as rec:
             assert rec.info()["bundle_choice"]["source"] == "shipped"
-            report = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-            assert report.bundle is not None
-            assert report.bundle.status == "installed"
+            update = pull(rec, sync_server, token)
+            assert update.status == "installed"
             assert rec.info()["model_version"] == 2
         for _restart in range(2):
             with open_app(store) as rec:
                 info = rec.info()
                 assert info["model_version"] == 2
                 assert info["bundle_choice"]["source"] == "installed"
-                assert info["bundle"] == str(report.bundle.path)
-                again = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-                assert again.bundle is not None
-                assert again.bundle.status == "up_to_date"
+                assert info["bundle"] == str(update.path)
+                assert pull(rec, sync_server, token).status == "up_to_date"
 
 
 def test_a_newer_shipped_bundle_wins_over_an_older_installed_one(
@@ -76,7 +82,7 @@ def test_a_newer_shipped_bundle_wins_over_an_older_installed_one(
     token = sync_server.add_device("phone")
     with Store.open(tmp_path / "device.sqlite") as store:
         with open_app(store) as rec:
-            rec.sync(sync_server.url, token, public_key=sync_server.public_key)
+            assert pull(rec, sync_server, token).status == "installed"
         app_update = bundle_version(BUNDLE_FIXTURE, tmp_path / "app-v5", 5)  # a new app release
         with Recommender.open(app_update, db=store) as rec:
             assert rec.info()["model_version"] == 5
@@ -93,10 +99,9 @@ def test_a_deleted_bundle_folder_falls_back_to_the_previous_good_one(
         for version in (2, 3):
             sync_server.publish(version)
             with open_app(store) as rec:
-                report = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-                assert report.bundle is not None
-                assert report.bundle.path is not None
-                paths.append(report.bundle.path)
+                update = pull(rec, sync_server, token)
+                assert update.path is not None
+                paths.append(update.path)
         shutil.rmtree(paths[1])  # e.g. the app's data folder was cleaned
         with open_app(store) as rec:
             info = rec.info()
@@ -112,9 +117,7 @@ def test_a_deleted_bundle_folder_falls_back_to_the_previous_good_one(
         failed = {r.model_version: r.failure for r in store.installed_bundles() if not r.good}
         assert set(failed) == {2, 3}
         with open_app(store) as rec:  # no loop: version 3 is not fetched again
-            report = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-            assert report.bundle is not None
-            assert report.bundle.status == "failed_before"
+            assert pull(rec, sync_server, token).status == "failed_before"
             assert rec.info()["model_version"] == 1
 
 
@@ -133,25 +136,21 @@ def test_issue14_a_broken_signed_bundle_never_becomes_active(
             store.add_bundle(1, installed, "0" * 64, activate=True)
         before = store.active_bundle()
         with open_app(store) as rec:
-            report = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-            assert report.bundle is not None
-            assert report.bundle.status == "rejected"
-            assert not report.ok
+            update = pull(rec, sync_server, token)
+            assert update.status == "rejected"
             assert rec.info()["model_version"] == 1
         assert store.active_bundle() == before
         (failed,) = [r for r in store.installed_bundles() if not r.good]
         assert failed.model_version == 2
-        assert failed.failure == report.bundle.reason
+        assert failed.failure == update.reason
         assert not list((tmp_path / "device" / "bundles").glob(".incoming-*"))
         assert not (tmp_path / "device" / "bundles" / "v2").exists()
         for _restart in range(2):  # the next starts open the previous bundle, never the broken one
             with open_app(store) as rec:
                 assert rec.info()["model_version"] == 1
-                again = rec.sync(sync_server.url, token, public_key=sync_server.public_key)
-                assert again.bundle is not None
-                assert again.bundle.status == "failed_before"  # not downloaded again
-                assert again.bundle.reason == failed.failure
-                assert again.ok
+                again = pull(rec, sync_server, token)
+                assert again.status == "failed_before"  # not downloaded again
+                assert again.reason == failed.failure
     assert published.is_dir()
 
 
