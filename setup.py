@@ -42,15 +42,29 @@ setup(
     ],
     extras_require={
         "convert": ["tensorflow-cpu>=2.16"],
-        "server": ["starlette>=0.40", "uvicorn>=0.30", "cryptography>=42"],
+        "server": [
+            "starlette>=0.40",
+            "uvicorn>=0.30",
+            "prometheus-client>=0.20",
+            "cryptography>=42",
+        ],
         # `pocketrec demo`: trains, serves and plots the whole loop
-        "demo": ["tensorflow-cpu>=2.16", "starlette>=0.40", "uvicorn>=0.30", "matplotlib>=3.8"],
+        "demo": [
+            "tensorflow-cpu>=2.16",
+            "starlette>=0.40",
+            "uvicorn>=0.30",
+            "prometheus-client>=0.20",
+            "matplotlib>=3.8",
+        ],
         "dev": [
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
             # the sync tests run the real server on loopback
             "starlette>=0.40",
             "uvicorn>=0.30",
+            "prometheus-client>=0.20",
+            # property-based tests of the server against its OpenAPI document
+            "schemathesis>=4",
             "matplotlib>=3.8",
             "pytest>=8",
             "hypothesis>=6.100",

@@ -16,7 +16,9 @@ body however the device encodes it (``tests/test_wire.py``). A batch of events w
 up to at most ``B`` is a body of at most ``B + BATCH_ENVELOPE_BYTES`` bytes.
 
 Ids (:func:`id_problem`): non-empty text of at most :data:`MAX_ID_BYTES` UTF-8 bytes, without
-control characters (Unicode category Cc: NUL, tab, newline, ...) or lone surrogates.
+control characters (Unicode category Cc: NUL, tab, newline, ...) or lone surrogates. A context
+nests lists and objects at most :data:`MAX_JSON_DEPTH` levels below itself, so a whole request
+body nests at most :data:`MAX_BODY_DEPTH` levels (the server checks that before it parses).
 """
 
 from __future__ import annotations
@@ -48,6 +50,14 @@ DOWNLOAD_CHUNK_BYTES = 64 * 1024
 
 MAX_TIMESTAMP = 32_503_680_000.0
 """Latest accepted event time: 3000-01-01T00:00:00Z, in seconds since the epoch (UTC)."""
+
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of lists and objects in an event's context (and other stored JSON values): a
+value may sit at most this many levels below the context object itself."""
+
+MAX_BODY_DEPTH = MAX_JSON_DEPTH + 4
+"""Deepest bracket nesting (``[`` or ``{``) in a ``POST /v1/events`` body: the body object, its
+``events`` list, an event and its context are four levels, the context's own values the rest."""
 
 _UUID_CHARS = 36
 _SEQ_DIGITS = len(str(2**63 - 1))

@@ -172,9 +172,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from pocketrec.server.running import serve
+    from pocketrec.server.ratelimit import RateLimit
+    from pocketrec.server.running import ServerOptions, serve
+    from pocketrec.server.transport import TransportLimits
 
-    serve(args.db, args.bundles, host=args.host, port=args.port)
+    options = ServerOptions(
+        limits=TransportLimits(
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections,
+        ),
+        rate_limit=None if args.rate_limit is None else RateLimit.parse(args.rate_limit),
+        graceful_timeout=args.graceful_timeout,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        access_log=args.access_log,
+    )
+    serve(
+        args.db, args.bundles, host=args.host, port=args.port, workers=args.workers,
+        options=options,
+    )  # fmt: skip
     return 0
 
 
@@ -328,10 +346,36 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The sync server's commands (their imports happen only when they run)."""
     srv = sub.add_parser("serve", help="run the reference sync server (extra `server`)")
-    srv.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
+    srv.add_argument("--db", required=True, help="server database (a SQLite file)")
     srv.add_argument("--bundles", required=True, type=Path, help="published bundles directory")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    srv.add_argument(
+        "--workers", type=int, default=1, help="worker processes (default 1; > 1 needs PostgreSQL)"
+    )
+    for flag, kind, default, text in (
+        ("header-timeout", float, 10.0, "seconds for a request's headers to arrive"),
+        ("body-timeout", float, 60.0, "seconds for a request's body to arrive"),
+        ("keep-alive-timeout", int, 5, "seconds an idle connection is kept between requests"),
+        ("max-connections", int, 1000, "open connections per worker; more get 503"),
+        ("graceful-timeout", float, 20.0, "seconds a shutdown waits for requests in flight"),
+    ):
+        srv.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} ({default})")
+    srv.add_argument(
+        "--rate-limit",
+        metavar="RATE/BURST",
+        default=None,
+        help="per-device limit: RATE requests/s, bursts of BURST (e.g. 5/20); 429 beyond; off "
+        "by default",
+    )
+    srv.add_argument("--ssl-certfile", default=None, help="serve HTTPS: PEM certificate chain")
+    srv.add_argument("--ssl-keyfile", default=None, help="serve HTTPS: PEM private key")
+    srv.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="one JSON line per request on stdout (default on)",
+    )
     srv.set_defaults(func=_cmd_serve)
 
     dev = sub.add_parser("device", help="add or revoke a device on the sync server")

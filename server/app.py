@@ -1,39 +1,71 @@
-"""The sync server's HTTP API (Starlette). Every ``/v1`` route but ``/v1/health`` needs
-``Authorization: Bearer <device token>``; an unknown or revoked token gets 401 (with
-``WWW-Authenticate: Bearer``) and nothing is stored. Errors are JSON ``{"error": kind,
-"detail": text}`` (+ ``field`` for 413/422).
+"""The sync server's HTTP API (Starlette). Every ``/v1`` route but ``/v1/health`` and
+``/v1/openapi.json`` needs ``Authorization: Bearer <device token>``; an unknown or revoked token
+gets 401 (with ``WWW-Authenticate: Bearer``) and nothing is stored. Errors are JSON ``{"error":
+kind, "detail": text}`` (+ ``field`` for 413/422). The OpenAPI document
+(``pocketrec.server.openapi``, served at ``/v1/openapi.json``) describes every route.
 
-- ``GET /v1/health`` → 200 ``{"status": "ok"}``.
+- ``GET /healthz`` → 200 ``{"status": "ok"}`` while the process runs (no database access);
+  ``GET /v1/health`` is the same for older clients.
+- ``GET /readyz`` → 200 ``{"status": "ready"}`` when ``storage.ping()`` answers within
+  :data:`READY_TIMEOUT` seconds, else 503.
+- ``GET /metrics`` → Prometheus metrics (``pocketrec.server.metrics``).
 - ``POST /v1/events``, body ``{"events": [...]}`` (``pocketrec.server.validation``) → 200
   ``{"received": n, "new": k, "duplicates": n - k}``; the batch is stored in one transaction and
   each ``event_id`` once, however often it is resent. 413 for a body over 500 KiB (checked on
-  ``Content-Length`` before reading, and while reading) or an event over 32 KiB; 422 naming the
-  failing field.
+  ``Content-Length`` before reading, and while reading, so chunked bodies too) or an event over
+  32 KiB; 422 naming the failing field; 408 when the body arrives slower than the body timeout.
+  Bodies over :data:`PARSE_IN_THREAD_BYTES` are parsed in a worker thread.
 - ``GET /v1/bundles/latest`` → 200 ``{"model_version": N, "manifest": base64 of manifest.json's
   bytes, "signature": base64 of their Ed25519 signature}``; 404 when nothing is published.
 - ``GET /v1/bundles/{version}/files/{name}`` → the file (200, or 206 for a ``Range: bytes=a-b``
-  request, resumable; 416 for a range past the end); 404 for a name the manifest does not list.
+  request, resumable; 416 for a range past the end); 404 for a name the manifest does not list or
+  a version that is not a decimal integer below 2^63.
+
+With a rate limit (``pocketrec.server.ratelimit``) an authenticated request over its device's
+budget gets 429 with ``Retry-After`` before its body is read. Each request is logged as one JSON
+line and counted in the metrics (``pocketrec.server.access_log``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
-from collections.abc import Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
 from pocketrec.server.auth import bearer_token
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
+from pocketrec.server.metrics import CONTENT_TYPE, exposition, server_metrics
+from pocketrec.server.openapi import OPENAPI_PATH, document
+from pocketrec.server.ratelimit import RateLimit, TokenBuckets
 from pocketrec.server.storage import FeedbackStorage
+from pocketrec.server.transport import (
+    AnswerCancelled,
+    BodyDeadline,
+    BodyTimeout,
+    TransportLimits,
+)
 from pocketrec.server.validation import MAX_BATCH_BYTES, SchemaViolation, TooLarge, parse_batch
 
 Handler = Callable[[Request, str], Awaitable[Response]]
+log = logging.getLogger("pocketrec.server")
+
+BUNDLE_FILE_ROUTE = "/v1/bundles/{version}/files/{name}"
+PARSE_IN_THREAD_BYTES = 64 * 1024
+"""Bodies at least this large are parsed in a worker thread, off the event loop."""
+READY_TIMEOUT = 2.0
+"""Seconds ``/readyz`` waits for ``storage.ping()``."""
+MAX_VERSION = 2**63 - 1
 
 
 def error(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
@@ -42,11 +74,34 @@ def error(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
     return JSONResponse({"error": kind, "detail": detail, **extra}, status, headers=headers)
 
 
+def model_version(text: str) -> int | None:
+    """The model version in a URL (ASCII digits, below 2^63), or ``None``."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    version = int(text)
+    return version if version <= MAX_VERSION else None
+
+
 def create_app(
-    storage: FeedbackStorage, bundles: BundleRepository, *, faults: FaultPlan | None = None
+    storage: FeedbackStorage,
+    bundles: BundleRepository,
+    *,
+    faults: FaultPlan | None = None,
+    rate_limit: RateLimit | None = None,
+    limits: TransportLimits | None = None,
+    on_shutdown: Callable[[], None] | None = None,
 ) -> Starlette:
-    """The ASGI application serving ``storage`` and ``bundles``; ``faults``: test-only fault
-    injection for event uploads (see ``pocketrec.server.faults``)."""
+    """The ASGI application serving ``storage`` and ``bundles``.
+
+    ``faults``: test-only fault injection for event uploads (``pocketrec.server.faults``);
+    ``rate_limit``: per-device request budget (none by default); ``limits``: its body timeout is
+    applied (``pocketrec.server.transport``; the other limits act in the protocol);
+    ``on_shutdown``: called once when the server shuts down (after in-flight requests finished),
+    e.g. to close the storage.
+    """
+    limits = limits or TransportLimits()
+    buckets = None if rate_limit is None else TokenBuckets(rate_limit)
+    metrics = server_metrics()
 
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
@@ -54,12 +109,37 @@ def create_app(
             device = None if token is None else await run_in_threadpool(storage.authenticate, token)
             if device is None:
                 return error(401, "unauthorized", "missing, unknown or revoked device token")
+            setattr(request.state, DEVICE_STATE, device)
+            if buckets is not None:
+                wait = buckets.take(device)
+                if wait > 0:
+                    metrics.rate_limited.labels(route_template(request.scope)).inc()
+                    reply = error(
+                        429, "rate_limited", f"over the device rate limit {rate_limit} "
+                        "(requests per second/burst); retry after Retry-After seconds",
+                    )  # fmt: skip
+                    reply.headers["Retry-After"] = buckets.retry_after(wait)
+                    return reply
             return await handler(request, device)
 
         return endpoint
 
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
+
+    async def ready(_request: Request) -> Response:
+        try:
+            await asyncio.wait_for(run_in_threadpool(storage.ping), READY_TIMEOUT)
+        except Exception as exc:  # any failure, or no answer in time, means not ready
+            log.warning("readiness: the database did not answer: %r", exc)
+            return error(503, "unavailable", "the database does not answer")
+        return JSONResponse({"status": "ready"})
+
+    async def scrape(_request: Request) -> Response:
+        return Response(await run_in_threadpool(exposition), media_type=CONTENT_TYPE)
+
+    async def openapi(_request: Request) -> Response:
+        return JSONResponse(document())
 
     async def post_events(request: Request, device: str) -> Response:
         fault = faults.next() if faults is not None else None
@@ -70,8 +150,8 @@ def create_app(
                 return JSONResponse(
                     {"error": "injected", "detail": "test fault"}, fault.status, headers=headers
                 )
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BATCH_BYTES:
+        declared = request.headers.get("content-length", "").strip()
+        if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BATCH_BYTES:
             return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
         body = bytearray()
         async for chunk in request.stream():
@@ -79,12 +159,16 @@ def create_app(
             if len(body) > MAX_BATCH_BYTES:
                 return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
         try:
-            events = parse_batch(bytes(body))
+            if len(body) >= PARSE_IN_THREAD_BYTES:
+                events = await run_in_threadpool(parse_batch, bytes(body))
+            else:
+                events = parse_batch(bytes(body))
         except TooLarge as exc:
             return error(413, "too_large", str(exc), field=exc.field)
         except SchemaViolation as exc:
             return error(422, "schema", exc.problem, field=exc.field)
         new = await run_in_threadpool(storage.insert_events, device, events)
+        metrics.batch(len(events), new, len(body))
         if fault is not None and fault.after_commit:
             await asyncio.sleep(fault.delay)  # the client gives up waiting: the reply is lost
         return JSONResponse({"received": len(events), "new": new, "duplicates": len(events) - new})
@@ -102,21 +186,46 @@ def create_app(
         )
 
     async def bundle_file(request: Request, _device: str) -> Response:
-        version = int(request.path_params["version"])
+        version = model_version(str(request.path_params["version"]))
         name = str(request.path_params["name"])
+        if version is None:
+            return error(404, "not_found", "no such bundle version")
         path = await run_in_threadpool(bundles.file_path, version, name)
         if path is None or not path.is_file():
             return error(404, "not_found", f"bundle {version} has no file {name!r}")
         return FileResponse(path, media_type="application/octet-stream")
 
+    async def body_timeout(_request: Request, exc: Exception) -> Response:
+        reply = error(408, "timeout", str(exc))
+        reply.headers["Connection"] = "close"
+        return reply
+
+    async def client_gone(_request: Request, _exc: Exception) -> Response:
+        return error(499, "client_closed", "the client closed the connection")  # never sent
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        if on_shutdown is not None:
+            await run_in_threadpool(on_shutdown)
+
     routes = [
+        Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
+        Route("/metrics", scrape, methods=["GET"]),
+        Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
         Route("/v1/events", authenticated(post_events), methods=["POST"]),
         Route("/v1/bundles/latest", authenticated(latest_bundle), methods=["GET"]),
-        Route(
-            "/v1/bundles/{version:int}/files/{name:str}",
-            authenticated(bundle_file),
-            methods=["GET"],
-        ),
+        Route(BUNDLE_FILE_ROUTE, authenticated(bundle_file), methods=["GET"]),
     ]
-    return Starlette(routes=routes)
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(RequestLog, downloads_route=BUNDLE_FILE_ROUTE),
+            Middleware(AnswerCancelled),
+            Middleware(BodyDeadline, timeout=limits.body_timeout),
+        ],
+        exception_handlers={BodyTimeout: body_timeout, ClientDisconnect: client_gone},
+        lifespan=lifespan,
+    )

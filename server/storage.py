@@ -114,6 +114,10 @@ class FeedbackStorage(Protocol):
         """How many events are stored."""
         ...
 
+    def ping(self) -> None:
+        """Return if the database answers a trivial query; raise if it does not (readiness)."""
+        ...
+
     def close(self) -> None:
         """Release the database."""
         ...
@@ -220,6 +224,11 @@ class SqliteFeedbackStorage:
         """See :meth:`FeedbackStorage.count_events`."""
         with self._lock:
             return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
+
+    def ping(self) -> None:
+        """See :meth:`FeedbackStorage.ping` (``sqlite3.Error`` once closed or broken)."""
+        with self._lock:
+            self._conn.execute("SELECT 1").fetchone()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""

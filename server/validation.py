@@ -11,15 +11,23 @@ Limits (``pocketrec.core.wire``, shared with the device): the body at most
 :data:`MAX_BATCH_BYTES`, each event at most :data:`MAX_EVENT_BYTES` by ``wire.event_size`` (the
 device's own count); a violation raises :class:`TooLarge` (HTTP 413). A schema violation raises
 :class:`SchemaViolation` naming the field (``events[3].timestamp``, HTTP 422).
+
+Hostile bodies are refused before or while parsing, never with a crash: the body must be UTF-8
+(strict) JSON, nested at most ``wire.MAX_BODY_DEPTH`` brackets deep (counted by a scan before the
+parser recurses), without the non-standard ``NaN``/``Infinity`` constants; integers too long to
+convert and numbers that overflow to infinity are refused where their field is checked.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from pocketrec.core import wire
 from pocketrec.core.events import EVENT_NAMES
@@ -31,6 +39,7 @@ __all__ = [
     "EventRecord",
     "SchemaViolation",
     "TooLarge",
+    "nesting_depth",
     "parse_batch",
 ]
 
@@ -72,8 +81,19 @@ def parse_batch(body: bytes) -> list[EventRecord]:
     if len(body) > MAX_BATCH_BYTES:
         raise TooLarge("body", len(body), MAX_BATCH_BYTES)
     try:
-        raw = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaViolation(
+            "body", f"not valid UTF-8 ({exc.reason} at byte {exc.start})"
+        ) from None
+    depth = nesting_depth(body)
+    if depth > wire.MAX_BODY_DEPTH:
+        raise SchemaViolation(
+            "body", f"JSON nested {depth} levels deep; the limit is {wire.MAX_BODY_DEPTH}"
+        )
+    try:
+        raw = json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError, an integer of over 4300 digits, NaN/Infinity
         raise SchemaViolation("body", f"not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise SchemaViolation("body", "must be a JSON object")
@@ -81,6 +101,26 @@ def parse_batch(body: bytes) -> list[EventRecord]:
     if not isinstance(events, list):
         raise SchemaViolation("events", "missing or not a list")
     return [_event(f"events[{i}]", event) for i, event in enumerate(events)]
+
+
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # to its end if unterminated
+_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+
+
+def nesting_depth(body: bytes) -> int:
+    """The deepest bracket nesting (``[``/``{``) of the JSON text ``body``, brackets inside
+    strings not counted; linear time and no recursion, so it runs before the parser does.
+    (On text that is not JSON it is an estimate; the parser rejects such text anyway.)"""
+    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    if not brackets:
+        return 0
+    steps = np.frombuffer(brackets.translate(_BRACKET_STEP), dtype=np.int8)
+    return int(np.cumsum(steps, dtype=np.int64).max())
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def _event(name: str, raw: object) -> EventRecord:
@@ -109,7 +149,7 @@ def _event(name: str, raw: object) -> EventRecord:
 
 def _event_id(field: str, value: object) -> str:
     """The canonical form of a UUID (one UUID written five ways is one event)."""
-    if not isinstance(value, str) or len(value) > 64:
+    if not isinstance(value, str) or len(value) > 64 or not value.isascii():
         raise SchemaViolation(field, "must be a UUID string")
     try:
         return str(uuid.UUID(value))
@@ -151,6 +191,11 @@ def _context(field: str, value: Any) -> str | None:
     if not isinstance(value, dict):
         raise SchemaViolation(field, "must be a JSON object or null")
     try:
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    except ValueError as exc:
+        text = wire.json_text(value)
+    except ValueError as exc:  # a number that overflowed to infinity
         raise SchemaViolation(field, f"not storable as JSON ({exc})") from None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SchemaViolation(field, "is not valid UTF-8 text (a lone surrogate)") from None
+    return text

@@ -15,7 +15,7 @@ from pocketrec.core import wire
 MAX_TIMESTAMP = wire.MAX_TIMESTAMP
 """Latest accepted timestamp: 3000-01-01T00:00:00Z, in seconds since the epoch."""
 
-MAX_JSON_DEPTH = 32
+MAX_JSON_DEPTH = wire.MAX_JSON_DEPTH
 """Deepest nesting of lists and objects accepted in JSON values (context, metadata)."""
 
 

@@ -150,9 +150,10 @@ def bundle_version(source: Path, target: Path, model_version: int) -> Path:
 
 class SyncHarness:
     """A real sync server (uvicorn on 127.0.0.1, a free port) with fault injection, its signing
-    key, and helpers to register devices and publish bundles."""
+    key, and helpers to register devices and publish bundles; ``options``: a
+    ``pocketrec.server.running.ServerOptions`` (timeouts, limits, rate limit, TLS)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, options: Any = None) -> None:
         from pocketrec.server import FaultPlan
         from pocketrec.server.running import ServerThread
         from pocketrec.server.signing import generate_key, load_private_key
@@ -163,7 +164,7 @@ class SyncHarness:
         self.public_key = generate_key(root / "key")
         self.private_key = load_private_key(root / "key")
         self.db = root / "server.sqlite"
-        self.server = ServerThread(self.db, root / "published", faults=self.faults)
+        self.server = ServerThread(self.db, root / "published", faults=self.faults, options=options)
         self._copies = 0
 
     @property

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +92,8 @@ class SyncClient:
         progress: bundle-install progress callback (``pocketrec.runtime.sync.bundles``).
         allow_http: accept a plain ``http://`` url to a host that is not loopback (the token
             and events then travel unencrypted); without it such a url raises ``ValueError``.
+        ssl_context: verify the server's certificate with this context instead of the system's
+            trust store (e.g. a private CA); it must still verify (``ValueError`` otherwise).
     """
 
     def __init__(
@@ -111,13 +114,16 @@ class SyncClient:
         chunk_bytes: int = DOWNLOAD_CHUNK_BYTES,
         progress: Progress | None = None,
         allow_http: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not isinstance(token, str) or not token:
             raise ValueError("token must be a non-empty str")
         if chunk_bytes < 1:
             raise ValueError(f"chunk_bytes must be >= 1, got {chunk_bytes}")
         self.store = store
-        self.client = HttpClient(url, token, timeout=timeout, allow_http=allow_http)
+        self.client = HttpClient(
+            url, token, timeout=timeout, allow_http=allow_http, ssl_context=ssl_context
+        )
         self.public_key = None if public_key is None else public_key_bytes(public_key)
         self.bundles_dir = Path(bundles_dir) if bundles_dir else default_bundles_dir(store)
         self.policy = policy or RetryPolicy()

@@ -60,10 +60,19 @@ class HttpClient:
 
     ``https://`` is required, except for a loopback host (tests, a local server) or when the app
     opts in with ``allow_http=True`` (the token and the events would cross the network in clear
-    text); anything else raises ``ValueError``."""
+    text); anything else raises ``ValueError``. Certificates are verified against the system's
+    trust store; ``ssl_context`` replaces it (e.g. a private CA:
+    ``ssl.create_default_context(cafile=...)``) but must still verify the certificate and the
+    host name (``ValueError`` otherwise)."""
 
     def __init__(
-        self, base_url: str, token: str, *, timeout: float = 10.0, allow_http: bool = False
+        self,
+        base_url: str,
+        token: str,
+        *,
+        timeout: float = 10.0,
+        allow_http: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -75,6 +84,11 @@ class HttpClient:
             )
         if not timeout > 0:
             raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        if ssl_context is not None and not (
+            ssl_context.verify_mode == ssl.CERT_REQUIRED and ssl_context.check_hostname
+        ):
+            raise ValueError("ssl_context must verify certificates (CERT_REQUIRED) and host names")
+        self._ssl_context = ssl_context
         self._https = parts.scheme == "https"
         self._host = parts.hostname
         self._port = parts.port
@@ -84,7 +98,7 @@ class HttpClient:
 
     def _connection(self) -> http.client.HTTPConnection:
         if self._https:
-            context = ssl.create_default_context()
+            context = self._ssl_context or ssl.create_default_context()
             return http.client.HTTPSConnection(
                 self._host, self._port, timeout=self.timeout, context=context
             )
