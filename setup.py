@@ -43,14 +43,18 @@ setup(
     extras_require={
         "convert": ["tensorflow-cpu>=2.16"],
         "server": ["starlette>=0.40", "uvicorn>=0.30", "cryptography>=42"],
+        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool
+        "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
         # `pocketrec demo`: trains, serves and plots the whole loop
         "demo": ["tensorflow-cpu>=2.16", "starlette>=0.40", "uvicorn>=0.30", "matplotlib>=3.8"],
         "dev": [
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
-            # the sync tests run the real server on loopback
+            # the sync tests run the real server on loopback, on SQLite and PostgreSQL
             "starlette>=0.40",
             "uvicorn>=0.30",
+            "psycopg[binary]>=3.1",
+            "psycopg-pool>=3.2",
             "matplotlib>=3.8",
             "pytest>=8",
             "hypothesis>=6.100",

@@ -13,12 +13,17 @@
   bytes, "signature": base64 of their Ed25519 signature}``; 404 when nothing is published.
 - ``GET /v1/bundles/{version}/files/{name}`` → the file (200, or 206 for a ``Range: bytes=a-b``
   request, resumable; 416 for a range past the end); 404 for a name the manifest does not list.
+
+A database that cannot be reached or fails (``StorageError``) answers 503 ``{"error":
+"unavailable"}`` on any route (the device retries later; intake is idempotent); the cause is
+logged, not sent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable
 
 from starlette.applications import Starlette
@@ -27,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from pocketrec.core.errors import StorageError
 from pocketrec.server.auth import bearer_token
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
@@ -34,6 +40,7 @@ from pocketrec.server.storage import FeedbackStorage
 from pocketrec.server.validation import MAX_BATCH_BYTES, SchemaViolation, TooLarge, parse_batch
 
 Handler = Callable[[Request, str], Awaitable[Response]]
+log = logging.getLogger("pocketrec.server")
 
 
 def error(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
@@ -119,4 +126,10 @@ def create_app(
             methods=["GET"],
         ),
     ]
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, exception_handlers={StorageError: storage_failed})
+
+
+async def storage_failed(request: Request, exc: Exception) -> Response:
+    """503 for a database that failed (the cause goes to the log, not to the device)."""
+    log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
+    return error(503, "unavailable", "the database is unavailable; retry later")
