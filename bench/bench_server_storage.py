@@ -2,7 +2,9 @@
 
 ``unnest``: the batch travels as arrays in one ``INSERT … SELECT FROM unnest(…)`` statement (the
 ``event_ids`` guard and the events insert in one CTE, autocommit). ``copy``: the batch is COPYed
-into a per-connection temporary table and the same insert runs from it, in one transaction. For
+into a per-connection temporary table and the same insert runs from it, in one transaction. The
+storage's default, ``intake="auto"``, picks by batch size (``COPY_MIN_EVENTS``) from these figures.
+For
 each batch size, each repeat stores ``--events`` new events in a fresh schema from ``--threads``
 threads (each its own device, its own pooled connection), with PostgreSQL's durable defaults
 (``synchronous_commit = on``, fsync). Also ``sqlite`` (one SQLite file, ``synchronous=FULL``) as
@@ -92,7 +94,7 @@ def fresh_postgres(base: str, intake: Intake, threads: int) -> Callable[[], Feed
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=20_000, help="events per repeat")
-    parser.add_argument("--sizes", default="25,500", help="batch sizes (comma-separated)")
+    parser.add_argument("--sizes", default="25,100,500", help="batch sizes (comma-separated)")
     parser.add_argument("--threads", default="1,4", help="uploading threads (comma-separated)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--dir", default=None, help="folder for the SQLite files")

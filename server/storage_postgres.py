@@ -3,10 +3,12 @@ and psycopg-pool). The schema, its partitions and the exactly-once design are de
 ``pocketrec.server.postgres_schema``.
 
 Connections come from a pool (autocommit; multi-statement writes open explicit transactions).
-Intake is one statement (the batch as arrays, ``unnest``, the ``event_ids`` guard and the events
-insert in one CTE), so a batch commits whole or not at all without a ``BEGIN``/``COMMIT`` round
-trip; ``intake="copy"`` instead COPYs the batch into a per-connection temporary table and runs the
-same insert from it (``bench/bench_server_storage.py`` compares the two). A batch whose day
+Intake runs one insert statement (the ``event_ids`` guard and the events insert in one CTE), fed
+one of two ways: ``unnest``, the batch as arrays in that statement alone (a batch commits whole or
+not at all without a ``BEGIN``/``COMMIT`` round trip), or ``copy``, the batch COPYed into a
+per-connection temporary table and the same insert run from it, in one transaction. ``auto`` (the
+default) uses arrays below :data:`COPY_MIN_EVENTS` events and COPY from there
+(``bench/bench_server_storage.py`` measures both). A batch whose day
 partition is missing (clock past the partitions made ahead, or an explicit ``received_at``)
 creates it and is retried; a deadlock between two batches sharing ids (both insert their ids in
 the same order, so it should not happen) is retried too. Streaming reads use a server-side
@@ -36,7 +38,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pocketrec.core.errors import StorageError
 from pocketrec.server import postgres_schema as schema
 from pocketrec.server.auth import hash_token, new_token
-from pocketrec.server.migrations import migrate
+from pocketrec.server.migrations import Step, migrate
 from pocketrec.server.storage import (
     BundleRecord,
     Device,
@@ -47,7 +49,11 @@ from pocketrec.server.storage import (
 )
 from pocketrec.server.validation import EventRecord
 
-Intake = Literal["unnest", "copy"]
+Intake = Literal["auto", "unnest", "copy"]
+
+COPY_MIN_EVENTS = 100
+"""``intake="auto"`` COPYs batches of at least this many events and sends smaller ones as arrays
+(``bench/bench_server_storage.py``: arrays win at 25 events a batch, COPY at 500)."""
 
 DDL_LOCK_TIMEOUT = "5s"
 """How long partition DDL waits for its lock on ``events`` before giving up."""
@@ -112,16 +118,18 @@ class PostgresFeedbackStorage:
         min_connections: int = 1,
         max_connections: int = 10,
         timeout: float = 30.0,
-        intake: Intake = "unnest",
+        intake: Intake = "auto",
         ahead_days: int = schema.AHEAD_DAYS,
+        steps: Sequence[Step] = schema.STEPS,
     ) -> None:
         """Connect to ``dsn`` (``postgresql://…``), migrate the schema and create the day
         partitions from yesterday to ``ahead_days`` after today (UTC). ``timeout``: seconds to
-        wait for the first connection and, later, for a free pooled connection. Raises
+        wait for the first connection and, later, for a free pooled connection. ``steps``: the
+        schema's migrations (tests pass more to stand for a newer build). Raises
         ``StorageUnavailableError`` when the database cannot be reached, ``SchemaTooNewError``
         for a schema of a newer pocketrec and ``StorageError`` for a schema that is not ours."""
-        if intake not in ("unnest", "copy"):
-            raise ValueError(f"intake must be 'unnest' or 'copy', got {intake!r}")
+        if intake not in ("auto", "unnest", "copy"):
+            raise ValueError(f"intake must be 'auto', 'unnest' or 'copy', got {intake!r}")
         if not 1 <= min_connections <= max_connections:
             raise ValueError("need 1 <= min_connections <= max_connections")
         self.where = describe(dsn)
@@ -135,62 +143,19 @@ class PostgresFeedbackStorage:
             max_size=max_connections,
             timeout=timeout,
             kwargs={"autocommit": True, "application_name": "pocketrec-server"},
-            configure=self._configure if intake == "copy" else None,
+            configure=None if intake == "unnest" else self._configure,
             open=False,
             name="pocketrec",
         )
         try:
             with self._errors():
                 self._pool.open(wait=True, timeout=timeout)
-            with self._connection() as self._migrating:
-                migrate(self, schema.STEPS)
+            with self._connection() as conn:
+                migrate(_Migration(conn, self.where), steps)
             self.ensure_partitions()
         except BaseException:
             self._pool.close()
             raise
-
-    # ------------------------------------------------------------------ migrations
-
-    def current_version(self) -> int:
-        """See ``MigrationTarget.current_version``; refuses a schema with our table names but
-        no version table."""
-        conn = self._migrating
-        with self._errors():
-            found = conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL, to_regclass('devices') IS NOT NULL OR "
-                "to_regclass('events') IS NOT NULL",
-                (schema.VERSION_TABLE,),
-            ).fetchone()
-            assert found is not None
-            versioned, taken = found
-            if not versioned:
-                if taken:
-                    raise StorageError(
-                        f"{self.where}: not a pocketrec server schema (tables devices or events "
-                        f"exist without {schema.VERSION_TABLE}); it was not changed"
-                    )
-                return 0
-            return _version(conn)
-
-    @contextmanager
-    def step_transaction(self) -> Iterator[int]:
-        """See ``MigrationTarget.step_transaction`` (an advisory lock per schema)."""
-        conn = self._migrating
-        with self._errors(), conn.transaction():
-            conn.execute(schema.LOCK_MIGRATIONS, (schema.MIGRATION_LOCK,))
-            conn.execute(schema.CREATE_VERSION_TABLE)
-            yield _version(conn)
-
-    def execute(self, statement: str) -> None:
-        """See ``MigrationTarget.execute``."""
-        self._migrating.execute(statement)
-
-    def set_version(self, version: int, description: str) -> None:
-        """See ``MigrationTarget.set_version``."""
-        self._migrating.execute(
-            f"INSERT INTO {schema.VERSION_TABLE} (version, description) VALUES (%s, %s)",
-            (version, description),
-        )
 
     # ------------------------------------------------------------------ partitions
 
@@ -317,7 +282,8 @@ class PostgresFeedbackStorage:
         received_at: float | None,
     ) -> int:
         params: dict[str, Any] = {"at": received_at, "device": device_id}
-        if self.intake == "unnest":
+        copy = self.intake == "copy" or (self.intake == "auto" and len(events) >= COPY_MIN_EVENTS)
+        if not copy:
             params.update(
                 ids=[e.event_id for e in events],
                 seqs=[e.seq for e in events],
@@ -327,7 +293,7 @@ class PostgresFeedbackStorage:
                 ts=[e.timestamp for e in events],
                 contexts=[e.context for e in events],
             )
-            return conn.execute(_INSERT.format(batch=_UNNEST), params, binary=True).rowcount
+            return conn.execute(_INSERT.format(batch=_UNNEST), params).rowcount
         with conn.transaction(), conn.cursor() as cursor:
             with cursor.copy(
                 f"COPY {_STAGING} (ord, event_id, seq, user_id, item_id, event_type, ts, "
@@ -513,6 +479,52 @@ class PostgresFeedbackStorage:
             cursor.execute(query, params)
             for row in cursor:
                 yield StoredEvent(*row)
+
+
+class _Migration:
+    """``MigrationTarget`` on one connection: the version table, an advisory lock per schema."""
+
+    def __init__(self, conn: psycopg.Connection[Any], where: str) -> None:
+        self.conn = conn
+        self.where = where
+
+    def current_version(self) -> int:
+        """See ``MigrationTarget.current_version``; refuses a schema with our table names but
+        no version table."""
+        row = self.conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL, to_regclass('devices') IS NOT NULL OR "
+            "to_regclass('events') IS NOT NULL",
+            (schema.VERSION_TABLE,),
+        ).fetchone()
+        assert row is not None
+        versioned, taken = row
+        if versioned:
+            return _version(self.conn)
+        if taken:
+            raise StorageError(
+                f"{self.where}: not a pocketrec server schema (tables devices or events exist "
+                f"without {schema.VERSION_TABLE}); it was not changed"
+            )
+        return 0
+
+    @contextmanager
+    def step_transaction(self) -> Iterator[int]:
+        """See ``MigrationTarget.step_transaction``."""
+        with self.conn.transaction():
+            self.conn.execute(schema.LOCK_MIGRATIONS, (schema.MIGRATION_LOCK,))
+            self.conn.execute(schema.CREATE_VERSION_TABLE)
+            yield _version(self.conn)
+
+    def execute(self, statement: str) -> None:
+        """See ``MigrationTarget.execute``."""
+        self.conn.execute(statement)
+
+    def set_version(self, version: int, description: str) -> None:
+        """See ``MigrationTarget.set_version``."""
+        self.conn.execute(
+            f"INSERT INTO {schema.VERSION_TABLE} (version, description) VALUES (%s, %s)",
+            (version, description),
+        )
 
 
 def _version(conn: psycopg.Connection[Any]) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 
 from pocketrec.core.errors import StorageError
 from pocketrec.server.auth import hash_token, new_token
-from pocketrec.server.migrations import Step, migrate
+from pocketrec.server.migrations import Step, check_supported, migrate
 from pocketrec.server.storage import (
     BundleRecord,
     Device,
@@ -49,6 +49,7 @@ from pocketrec.server.storage import (
 )
 from pocketrec.server.validation import EventRecord
 from pocketrec.storage.connection import storage_error
+from pocketrec.storage.schema import enable_wal
 
 APPLICATION_ID = 0x706B7273
 """``PRAGMA application_id`` of a server database: the ASCII bytes "pkrs"."""
@@ -109,10 +110,17 @@ _STREAM_ROWS = 1000
 class SqliteFeedbackStorage:
     """:class:`~pocketrec.server.storage.FeedbackStorage` in one SQLite file."""
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
-        """Open (creating and migrating) the database at ``path``; ``busy_timeout`` in seconds.
-        Raises ``SchemaTooNewError`` for a file of a newer pocketrec and ``StorageError`` for a
-        file that is not a server database; neither is changed."""
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout: float = 5.0,
+        steps: Sequence[Step] = STEPS,
+    ) -> None:
+        """Open (creating and migrating) the database at ``path``; ``busy_timeout`` in seconds;
+        ``steps``: the schema's migrations (tests pass more to stand for a newer build). Raises
+        ``SchemaTooNewError`` for a file of a newer pocketrec and ``StorageError`` for a file
+        that is not a server database; neither is changed."""
         self.path = Path(path)
         self.where = str(self.path)
         self.busy_timeout = busy_timeout
@@ -124,54 +132,16 @@ class SqliteFeedbackStorage:
         except sqlite3.Error as exc:
             raise storage_error(self.where, exc) from exc
         try:
-            self.current_version()  # refuse a foreign or newer file before switching to WAL
-            self._conn.execute("PRAGMA journal_mode = WAL")
-            self._conn.execute("PRAGMA synchronous = FULL")
-            migrate(self, STEPS)
+            migration = _Migration(self._conn, self.where)
+            with self._errors():
+                found = migration.current_version()  # refuse a foreign file before WAL
+                check_supported(self.where, found, len(steps))  # and a newer one
+                enable_wal(self._conn, self.where, busy_timeout)
+                self._conn.execute("PRAGMA synchronous = FULL")
+                migrate(migration, steps)
         except BaseException:
             self._conn.close()
             raise
-
-    # ------------------------------------------------------------------ migrations
-
-    def current_version(self) -> int:
-        """See ``MigrationTarget.current_version``; refuses a file that is not ours."""
-        with self._errors():
-            application_id = int(self._conn.execute("PRAGMA application_id").fetchone()[0])
-            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-            tables = {
-                str(name)
-                for (name,) in self._conn.execute(
-                    "SELECT name FROM sqlite_master "
-                    "WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
-                )
-            }
-        ours = application_id == APPLICATION_ID or (
-            application_id == 0
-            and ((version == 0 and not tables) or {"devices", "events"} <= tables)
-        )
-        if not ours:
-            raise StorageError(
-                f"{self.where}: not a pocketrec server database (application_id "
-                f"{application_id:#x}, user_version {version}, tables "
-                f"{', '.join(sorted(tables)) or 'none'}); it was not changed"
-            )
-        return version
-
-    @contextmanager
-    def step_transaction(self) -> Iterator[int]:
-        """See ``MigrationTarget.step_transaction`` (``BEGIN IMMEDIATE`` is the lock)."""
-        with self._lock, self._transaction():
-            yield int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-
-    def execute(self, statement: str) -> None:
-        """See ``MigrationTarget.execute``."""
-        self._conn.execute(statement)
-
-    def set_version(self, version: int, description: str) -> None:
-        """See ``MigrationTarget.set_version`` (``PRAGMA user_version``)."""
-        del description  # SQLite keeps only the number
-        self._conn.execute(f"PRAGMA user_version = {int(version)}")
 
     # ------------------------------------------------------------------ devices
 
@@ -341,6 +311,50 @@ class SqliteFeedbackStorage:
                 conn.execute("COMMIT")
             finally:
                 conn.close()
+
+
+class _Migration:
+    """``MigrationTarget`` on the storage's connection: ``PRAGMA user_version``, and
+    ``BEGIN IMMEDIATE`` as the lock."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+        self.conn = conn
+        self.where = where
+
+    def current_version(self) -> int:
+        """See ``MigrationTarget.current_version``; refuses a file that is not ours."""
+        application_id = int(self.conn.execute("PRAGMA application_id").fetchone()[0])
+        version = int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+        tables = {
+            str(name)
+            for (name,) in self.conn.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            )
+        }
+        legacy = {"devices", "events"} <= tables  # version 1 left application_id at 0
+        empty = version == 0 and not tables
+        if application_id != APPLICATION_ID and not (application_id == 0 and (legacy or empty)):
+            raise StorageError(
+                f"{self.where}: not a pocketrec server database (application_id "
+                f"{application_id:#x}, user_version {version}, tables "
+                f"{', '.join(sorted(tables)) or 'none'}); it was not changed"
+            )
+        return version
+
+    @contextmanager
+    def step_transaction(self) -> Iterator[int]:
+        """See ``MigrationTarget.step_transaction``."""
+        with _Transaction(self.conn, self.where):
+            yield int(self.conn.execute("PRAGMA user_version").fetchone()[0])
+
+    def execute(self, statement: str) -> None:
+        """See ``MigrationTarget.execute``."""
+        self.conn.execute(statement)
+
+    def set_version(self, version: int, description: str) -> None:
+        """See ``MigrationTarget.set_version`` (SQLite keeps only the number)."""
+        del description
+        self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
 
 def _owner(device_id: str, user_id: str | None) -> tuple[str, tuple[str, ...]]:

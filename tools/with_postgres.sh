@@ -43,7 +43,8 @@ if ! bindir=$(find_bindir); then
     bindir=$(find_bindir) || { echo "with_postgres: still no initdb after apt-get" >&2; exit 2; }
 fi
 
-work=$(mktemp -d "${TMPDIR:-/tmp}/pocketrec-pg.XXXXXX")
+# /tmp, not $TMPDIR: the postgres user must reach it and a socket path has ~100 bytes at most
+work=$(mktemp -d /tmp/pocketrec-pg.XXXXXX)
 as_owner=()
 if [[ $(id -u) -eq 0 ]]; then
     id postgres >/dev/null 2>&1 || useradd --system --no-create-home postgres
