@@ -282,8 +282,10 @@ class PostgresFeedbackStorage:
         received_at: float | None,
     ) -> int:
         params: dict[str, Any] = {"at": received_at, "device": device_id}
-        copy = self.intake == "copy" or (self.intake == "auto" and len(events) >= COPY_MIN_EVENTS)
-        if not copy:
+        by_copy = self.intake == "copy" or (
+            self.intake == "auto" and len(events) >= COPY_MIN_EVENTS
+        )
+        if not by_copy:
             params.update(
                 ids=[e.event_id for e in events],
                 seqs=[e.seq for e in events],
