@@ -24,7 +24,9 @@ finalized, detached partitions dropped).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -50,6 +52,7 @@ from pocketrec.server.storage import (
 from pocketrec.server.validation import EventRecord
 
 Intake = Literal["auto", "unnest", "copy"]
+log = logging.getLogger("pocketrec.server")
 
 COPY_MIN_EVENTS = 100
 """``intake="auto"`` COPYs batches of at least this many events and sends smaller ones as arrays
@@ -136,6 +139,7 @@ class PostgresFeedbackStorage:
         self.intake = intake
         self.ahead_days = ahead_days
         self._ensured_through = dt.date.min
+        self._next_ahead_attempt = 0.0  # time.monotonic() of the next _keep_ahead try
         self._ensure_lock = threading.Lock()
         self._pool = psycopg_pool.ConnectionPool(
             dsn,
@@ -163,6 +167,7 @@ class PostgresFeedbackStorage:
         """Create the missing day partitions from ``first`` to ``last`` (default: yesterday to
         ``ahead_days`` after today, by the database's UTC clock); returns how many were
         created. Safe to call from several processes at once."""
+        default_range = first is None and last is None
         with self._connection() as conn:
             if first is None or last is None:
                 row = conn.execute("SELECT (now() AT TIME ZONE 'UTC')::date").fetchone()
@@ -193,8 +198,9 @@ class PostgresFeedbackStorage:
                         )
                     )
                     created += 1
-        with self._ensure_lock:
-            self._ensured_through = max(self._ensured_through, last)
+        if default_range:
+            with self._ensure_lock:
+                self._ensured_through = max(self._ensured_through, last)
         return created
 
     def partitions(self) -> list[str]:
@@ -203,11 +209,22 @@ class PostgresFeedbackStorage:
             return sorted(name for name, _pending in _partitions(conn))
 
     def _keep_ahead(self) -> None:
-        """Create tomorrow's partitions in time (by this host's clock; the on-demand path in
-        :meth:`insert_events` covers a skewed clock)."""
+        """Create the coming days' partitions in time, by this host's clock (the on-demand path
+        in :meth:`insert_events` covers a skewed clock). Best effort and at most once a minute
+        when it fails (say, retention's detach holds the lock while an export runs): intake does
+        not wait on it while the partitions it needs exist."""
         today = dt.datetime.now(dt.timezone.utc).date()
-        if today + dt.timedelta(days=2) > self._ensured_through:
+        if today + dt.timedelta(days=2) <= self._ensured_through:
+            return
+        now = time.monotonic()
+        with self._ensure_lock:
+            if now < self._next_ahead_attempt:
+                return
+            self._next_ahead_attempt = now + 60.0
+        try:
             self.ensure_partitions()
+        except StorageError as exc:
+            log.warning("could not create the coming days' partitions (will retry): %s", exc)
 
     # ------------------------------------------------------------------ devices
 
@@ -454,10 +471,10 @@ class PostgresFeedbackStorage:
             yield
         except keep:
             raise
-        except (psycopg_pool.PoolTimeout, psycopg.OperationalError) as exc:
-            raise StorageUnavailableError(f"{self.where}: {exc}") from exc
-        except psycopg_pool.PoolClosed as exc:
+        except psycopg_pool.PoolClosed as exc:  # before OperationalError, its base
             raise StorageError(f"{self.where}: the storage is closed") from exc
+        except psycopg.OperationalError as exc:  # unreachable, connection lost, pool timeout
+            raise StorageUnavailableError(f"{self.where}: {exc}") from exc
         except psycopg.Error as exc:
             raise StorageError(f"{self.where}: {exc}") from exc
 

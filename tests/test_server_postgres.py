@@ -275,3 +275,41 @@ def test_the_cli_serves_and_manages_a_postgres_database(
     out = tmp_path / "feedback.csv"
     assert main(["export-feedback", "--db", dsn, "--out", str(out)]) == 0
     assert out.read_text().splitlines()[1].startswith("phone/alice,i1,")
+
+
+def test_a_lost_database_connection_is_a_503_then_intake_resumes(dsn: str, tmp_path: Any) -> None:
+    from conftest import SyncHarness
+
+    harness = SyncHarness(tmp_path / "server", dsn)
+    harness.server.start()
+    try:
+        client = HttpClient(harness.url, harness.add_device("phone"))
+
+        def post(events: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+            reply = client.post_json("/v1/events", json.dumps({"events": events}).encode())
+            return reply.status, json.loads(reply.body)
+
+        def event() -> dict[str, Any]:
+            return {"event_id": str(uuid.uuid4()), "user_id": "alice", "item_id": "i1",
+                    "event_type": "click", "timestamp": 1.7e9}  # fmt: skip
+
+        first = [event()]
+        assert post(first)[0] == 200
+        # what a PostgreSQL restart does to the server's pooled connections
+        killed = sql(
+            dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE application_name = 'pocketrec-server' AND pid <> pg_backend_pid()",
+        )
+        assert killed
+        batch = [*first, event()]
+        replies = [post(batch)]
+        while replies[-1][0] != 200 and len(replies) < 12:  # the pool replaces dead connections
+            replies.append(post(batch))
+        status, body = replies[0]
+        assert (status, body["error"]) == (503, "unavailable")
+        assert replies[-1] == (200, {"received": 2, "new": 1, "duplicates": 1})
+        assert {status for status, _ in replies} == {503, 200}
+        assert len(set(harness.event_ids())) == len(harness.event_ids()) == 2
+    finally:
+        harness.server.stop()
