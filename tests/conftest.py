@@ -169,6 +169,43 @@ def postgres_base() -> str:
     return base
 
 
+def _child(target: Any, args: tuple[Any, ...], barrier: Any, out: Any) -> None:
+    try:
+        out.put(("ok", target(*args, barrier)))
+    except BaseException as exc:
+        barrier.abort()  # the others stop waiting for this one
+        out.put(("error", repr(exc)))
+
+
+def run_in_processes(
+    target: Any, argsets: list[tuple[Any, ...]], *, timeout: float = 120.0
+) -> list[Any]:
+    """Run ``target(*args, barrier)`` in one spawned process per ``args`` (``barrier``: a
+    ``multiprocessing.Barrier`` of them all, to start a race together: ``barrier.wait(60)``);
+    returns what the calls returned, in the order they finished. A call that raised fails the
+    test with its error; a process still running after ``timeout`` seconds is killed."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(len(argsets)), context.Queue()
+    children = [
+        context.Process(target=_child, args=(target, args, barrier, out)) for args in argsets
+    ]
+    for child in children:
+        child.start()
+    try:
+        results = [out.get(timeout=timeout) for _ in children]
+    finally:
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    errors = [value for kind, value in results if kind == "error"]
+    assert not errors, errors
+    return [value for _kind, value in results]
+
+
 class PostgresSchemas:
     """Fresh schemas in the test database, each named by a URI whose ``search_path`` is that
     schema; all dropped by :meth:`drop_all`."""

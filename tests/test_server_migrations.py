@@ -4,13 +4,13 @@ version, a foreign database refused, and two processes migrating at once."""
 
 from __future__ import annotations
 
-import multiprocessing
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import SERVER_BACKENDS
+from conftest import SERVER_BACKENDS, run_in_processes
 
 from pocketrec.core.errors import SchemaTooNewError, StorageError
 from pocketrec.server import open_storage
@@ -130,27 +130,13 @@ def test_a_failing_step_leaves_the_last_complete_version(server_db: str) -> None
     open_storage(server_db).close()  # still opens
 
 
-def _open_in_child(db: str, start: object, out: object) -> None:
-    start.wait()  # type: ignore[attr-defined]
-    try:
-        open_storage(db).close()
-        out.put("ok")  # type: ignore[attr-defined]
-    except Exception as exc:  # reported to the parent
-        out.put(repr(exc))  # type: ignore[attr-defined]
+def _open_in_child(db: str, barrier: Any) -> None:
+    barrier.wait(60)
+    open_storage(db).close()
 
 
 def test_processes_migrating_at_once_migrate_once(server_db: str) -> None:
-    context = multiprocessing.get_context("spawn")
-    start, out = context.Barrier(3), context.Queue()
-    children = [
-        context.Process(target=_open_in_child, args=(server_db, start, out)) for _ in range(3)
-    ]
-    for child in children:
-        child.start()
-    results = [out.get(timeout=120) for _ in children]
-    for child in children:
-        child.join(60)
-    assert results == ["ok"] * 3
+    run_in_processes(_open_in_child, [(server_db,)] * 3)
     assert version_of(server_db) == len(default_steps(server_db))
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import multiprocessing
 import socket
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import PostgresSchemas
+from conftest import PostgresSchemas, run_in_processes
 
 from pocketrec.cli import main
 from pocketrec.core.errors import StorageError
@@ -88,21 +87,19 @@ def test_a_missing_partition_is_made_on_demand(storage: PostgresFeedbackStorage,
     assert storage.count_events() == 6
 
 
-def _race_in_child(dsn: str, rounds: int, start: object, out: object) -> None:
+def _race_in_child(dsn: str, rounds: int, barrier: Any) -> tuple[int, int]:
     storage = PostgresFeedbackStorage(dsn, ahead_days=1)
     try:
         created = new = 0
         for r in range(rounds):
             first = dt.date(2040, 1, 1) + r * 10 * DAY
-            start.wait()  # type: ignore[attr-defined]
+            barrier.wait(60)
             created += storage.ensure_partitions(first, first + 4 * DAY)
-            start.wait()  # type: ignore[attr-defined]
+            barrier.wait(60)
             # the insert path: a day nobody made yet, from both processes at once
             at = day_start(first + 7 * DAY).timestamp() + 60
             new += storage.insert_events("phone", make_events(5), received_at=at)
-        out.put((created, new))  # type: ignore[attr-defined]
-    except Exception as exc:
-        out.put(repr(exc))  # type: ignore[attr-defined]
+        return created, new
     finally:
         storage.close()
 
@@ -111,17 +108,7 @@ def test_two_processes_making_the_same_partitions_do_not_race(
     storage: PostgresFeedbackStorage, dsn: str
 ) -> None:
     rounds = 8
-    context = multiprocessing.get_context("spawn")
-    start, out = context.Barrier(2), context.Queue()
-    children = [
-        context.Process(target=_race_in_child, args=(dsn, rounds, start, out)) for _ in range(2)
-    ]
-    for child in children:
-        child.start()
-    results = [out.get(timeout=180) for _ in children]
-    for child in children:
-        child.join(60)
-    assert all(isinstance(r, tuple) for r in results), results
+    results = run_in_processes(_race_in_child, [(dsn, rounds)] * 2)
     assert sum(created for created, _new in results) == rounds * 5  # each made once
     assert sum(new for _created, new in results) == rounds * 2 * 5
     names = storage.partitions()

@@ -5,14 +5,14 @@ retention, tokens and bundles' metadata."""
 from __future__ import annotations
 
 import hashlib
-import multiprocessing
 import random
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
-from conftest import SERVER_BACKENDS, database_bytes
+from conftest import SERVER_BACKENDS, database_bytes, run_in_processes
 
 from pocketrec.core.errors import StorageError
 from pocketrec.server import BundleRecord, FeedbackStorage, open_storage
@@ -98,16 +98,13 @@ def test_concurrent_resends_from_threads_store_each_event_once(
     assert sorted(stored) == sorted(e.event_id for e in events)
 
 
-def _resend_in_child(
-    db: str, events: list[EventRecord], seed: int, start: object, out: object
-) -> None:
+def _resend_in_child(db: str, events: list[EventRecord], seed: int, barrier: Any) -> int:
     storage = open_storage(db)
     try:
         order = [events[i : i + 50] for i in range(0, len(events), 50)]
         random.Random(seed).shuffle(order)
-        start.wait()  # type: ignore[attr-defined]
-        total = sum(storage.insert_events("phone", batch) for batch in order)
-        out.put(total)  # type: ignore[attr-defined]
+        barrier.wait(60)
+        return sum(storage.insert_events("phone", batch) for batch in order)
     finally:
         storage.close()
 
@@ -116,18 +113,7 @@ def test_concurrent_resends_from_processes_store_each_event_once(
     storage: FeedbackStorage, server_db: str
 ) -> None:
     events = make_events(600)
-    context = multiprocessing.get_context("spawn")
-    start, out = context.Barrier(3), context.Queue()
-    children = [
-        context.Process(target=_resend_in_child, args=(server_db, events, seed, start, out))
-        for seed in range(3)
-    ]
-    for child in children:
-        child.start()
-    totals = [out.get(timeout=120) for _ in children]
-    for child in children:
-        child.join(60)
-        assert child.exitcode == 0
+    totals = run_in_processes(_resend_in_child, [(server_db, events, seed) for seed in range(3)])
     assert sum(totals) == 600  # each event was new for exactly one process
     assert storage.count_events() == 600
     assert len({e.event_id for e in storage.iter_events()}) == 600
