@@ -130,8 +130,8 @@ class FeedbackStorage(Protocol):
         how many were deleted (a data request)."""
         ...
 
-    def drop_events_before(self, cutoff: float) -> Retention:
-        """Retention: delete every event received before ``cutoff`` (seconds since the epoch)."""
+    def drop_events_before(self, cutoff_seconds: float) -> Retention:
+        """Retention: delete every event received before ``cutoff_seconds`` (since the epoch)."""
         ...
 
     def record_bundle(self, bundle: BundleRecord) -> None:

@@ -366,11 +366,11 @@ class PostgresFeedbackStorage:
         assert row is not None
         return int(row[0])
 
-    def drop_events_before(self, cutoff: float) -> Retention:
+    def drop_events_before(self, cutoff_seconds: float) -> Retention:
         """See :meth:`FeedbackStorage.drop_events_before`: whole day partitions before
-        ``cutoff`` are detached and dropped, the boundary partition's older rows deleted, then
-        the dropped events' ids are forgotten."""
-        cutoff_at = _at(cutoff)
+        ``cutoff_seconds`` are detached and dropped, the boundary partition's older rows
+        deleted, then the dropped events' ids are forgotten."""
+        cutoff_at = _at(cutoff_seconds)
         dropped = events = 0
         with self._connection() as conn:
             for name, pending in _partitions(conn):
@@ -399,10 +399,12 @@ class PostgresFeedbackStorage:
                 dropped += 1
             with conn.transaction():
                 events += conn.execute(
-                    "DELETE FROM events WHERE received_at < to_timestamp(%s::float8)", (cutoff,)
+                    "DELETE FROM events WHERE received_at < to_timestamp(%s::float8)",
+                    (cutoff_seconds,),
                 ).rowcount
                 conn.execute(
-                    "DELETE FROM event_ids WHERE received_at < to_timestamp(%s::float8)", (cutoff,)
+                    "DELETE FROM event_ids WHERE received_at < to_timestamp(%s::float8)",
+                    (cutoff_seconds,),
                 )
         return Retention(events=events, partitions=dropped)
 

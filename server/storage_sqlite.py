@@ -224,11 +224,11 @@ class SqliteFeedbackStorage:
         with self._lock, self._transaction():
             return self._conn.execute(f"DELETE FROM events WHERE {where}", params).rowcount
 
-    def drop_events_before(self, cutoff: float) -> Retention:
+    def drop_events_before(self, cutoff_seconds: float) -> Retention:
         """See :meth:`FeedbackStorage.drop_events_before` (one ``DELETE``)."""
         with self._lock, self._transaction():
             deleted = self._conn.execute(
-                "DELETE FROM events WHERE received_at < ?", (float(cutoff),)
+                "DELETE FROM events WHERE received_at < ?", (float(cutoff_seconds),)
             ).rowcount
         return Retention(events=deleted, partitions=0)
 

@@ -9,6 +9,7 @@ import random
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -234,3 +235,39 @@ def test_ping_answers_until_closed(server_db: str) -> None:
     storage.close()  # idempotent
     with pytest.raises(StorageError):
         storage.ping()
+
+
+def test_a_folder_published_before_the_database_kept_bundles_is_adopted(
+    storage: FeedbackStorage, tmp_path: Path
+) -> None:
+    from conftest import BUNDLE_FIXTURE, bundle_version
+
+    from pocketrec.server import BundleRepository
+    from pocketrec.server.signing import generate_key, load_private_key
+
+    generate_key(tmp_path / "key")
+    key = load_private_key(tmp_path / "key")
+    folder = tmp_path / "published"
+    # an earlier release's folder: versions 2 and 5 published, LATEST = 5, and version 7 copied
+    # by a publish that crashed before LATEST named it
+    scratch = open_storage(str(tmp_path / "scratch.sqlite"))
+    try:
+        old = BundleRepository(folder, scratch)
+        for version in (2, 5, 7):
+            old.publish(bundle_version(BUNDLE_FIXTURE, tmp_path / f"b{version}", version), key)
+    finally:
+        scratch.close()
+    (folder / "LATEST").write_text("5\n")
+
+    adopted = BundleRepository(folder, storage)
+    assert adopted.latest_version() == 5
+    latest = adopted.latest()
+    assert latest is not None
+    assert latest.manifest == (folder / "versions" / "5" / "manifest.json").read_bytes()
+    assert latest.signature == (folder / "versions" / "5" / "manifest.sig").read_bytes()
+    assert adopted.get(2) is not None
+    assert adopted.get(7) is None  # never published
+    assert adopted.file_path(7, "manifest.json") is None
+    record = storage.latest_bundle()
+    BundleRepository(folder, storage)  # adopting again changes nothing
+    assert storage.latest_bundle() == record
