@@ -48,6 +48,8 @@ setup(
             "prometheus-client>=0.20",
             "cryptography>=42",
         ],
+        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool
+        "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
         # `pocketrec demo`: trains, serves and plots the whole loop
         "demo": [
             "tensorflow-cpu>=2.16",
@@ -59,12 +61,14 @@ setup(
         "dev": [
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
-            # the sync tests run the real server on loopback
+            # the sync tests run the real server on loopback, on SQLite and PostgreSQL
             "starlette>=0.40",
             "uvicorn>=0.30",
             "prometheus-client>=0.20",
             # property-based tests of the server against its OpenAPI document
             "schemathesis>=4",
+            "psycopg[binary]>=3.1",
+            "psycopg-pool>=3.2",
             "matplotlib>=3.8",
             "pytest>=8",
             "hypothesis>=6.100",

@@ -54,13 +54,14 @@ class StorageFullError(StorageError):
 
 
 class SchemaTooNewError(StorageError):
-    """The store file was written by a newer pocketrec (a higher schema version than this build
-    knows). It is refused, and left unchanged, rather than altered by older code."""
+    """The store file (or the server database) was written by a newer pocketrec (a higher schema
+    version than this build knows). It is refused, and left unchanged, rather than altered by
+    older code."""
 
     def __init__(self, path: str, found: int, supported: int) -> None:
         super().__init__(
             f"{path}: schema version {found} was written by a newer pocketrec; this build reads "
-            f"versions up to {supported}. The file was not changed; upgrade pocketrec to open it"
+            f"versions up to {supported}. It was not changed; upgrade pocketrec to open it"
         )
         self.path = path
         self.found = found

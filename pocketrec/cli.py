@@ -8,7 +8,7 @@ Commands:
   pocketrec inspect    verify a bundle and print its manifest
   pocketrec evaluate   replay held-out users event by event through the on-device Recommender
   pocketrec serve      run the reference sync server (needs the `server` extra)
-  pocketrec device     add (print a new token) or revoke a device on the sync server
+  pocketrec device     add (print a new token), revoke or list the sync server's devices
   pocketrec keygen     write an Ed25519 key pair for signing bundles
   pocketrec publish    sign a bundle's manifest and make it the server's latest bundle
   pocketrec export-feedback  write the server's collected events as a CSV for `train`
@@ -197,10 +197,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _cmd_device(args: argparse.Namespace) -> int:
-    from pocketrec.server.storage import SqliteFeedbackStorage
+    from pocketrec.server.storage import open_storage
 
-    storage = SqliteFeedbackStorage(args.db)
+    storage = open_storage(args.db)
     try:
+        if args.action == "list":
+            for device in storage.devices():
+                state = "revoked" if device.revoked else "active"
+                print(f"{device.device_id}\t{state}\tadded {_utc(device.created_at)}")
+            return 0
         if args.action == "add":
             print(storage.add_device(args.device_id))
             print(
@@ -226,12 +231,23 @@ def _cmd_keygen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _utc(seconds: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(seconds, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def _cmd_publish(args: argparse.Namespace) -> int:
     from pocketrec.server.bundles import BundleRepository
     from pocketrec.server.signing import load_private_key, public_key_hex
+    from pocketrec.server.storage import open_storage
 
     key = load_private_key(args.key)
-    published = BundleRepository(args.server_dir).publish(args.bundle_dir, key)
+    storage = open_storage(args.db)
+    try:
+        published = BundleRepository(args.server_dir, storage).publish(args.bundle_dir, key)
+    finally:
+        storage.close()
     print(
         f"published model version {published.model_version} as the latest bundle in "
         f"{args.server_dir} (public key {public_key_hex(key)})"
@@ -241,9 +257,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 def _cmd_export_feedback(args: argparse.Namespace) -> int:
     from pocketrec.server.export import export_feedback
-    from pocketrec.server.storage import SqliteFeedbackStorage
+    from pocketrec.server.storage import open_storage
 
-    storage = SqliteFeedbackStorage(args.db)
+    storage = open_storage(args.db)
     try:
         rows = export_feedback(storage, args.out)
     finally:
@@ -346,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The sync server's commands (their imports happen only when they run)."""
     srv = sub.add_parser("serve", help="run the reference sync server (extra `server`)")
-    srv.add_argument("--db", required=True, help="server database (a SQLite file)")
+    _add_db(srv)
     srv.add_argument("--bundles", required=True, type=Path, help="published bundles directory")
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
@@ -378,15 +394,17 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     srv.set_defaults(func=_cmd_serve)
 
-    dev = sub.add_parser("device", help="add or revoke a device on the sync server")
+    dev = sub.add_parser("device", help="add, revoke or list the sync server's devices")
     actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("add", "register a device (or re-issue its token) and print the new token"),
         ("revoke", "revoke the device's token (its requests get 401)"),
+        ("list", "print every device: id, active or revoked, when it was added"),
     ):
         act = actions.add_parser(action, help=text)
-        act.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
-        act.add_argument("device_id")
+        _add_db(act)
+        if action != "list":
+            act.add_argument("device_id")
     dev.set_defaults(func=_cmd_device)
 
     key = sub.add_parser("keygen", help="write an Ed25519 key pair for signing bundles")
@@ -397,12 +415,22 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     pub.add_argument("bundle_dir", type=Path)
     pub.add_argument("--server-dir", required=True, type=Path, help="the server's --bundles")
     pub.add_argument("--key", required=True, type=Path, help="private key from `keygen`")
+    _add_db(pub)
     pub.set_defaults(func=_cmd_publish)
 
     exp = sub.add_parser("export-feedback", help="write the collected events as a training CSV")
-    exp.add_argument("--db", required=True, type=Path, help="server database (SQLite)")
+    _add_db(exp)
     exp.add_argument("--out", required=True, type=Path, help="CSV file to write")
     exp.set_defaults(func=_cmd_export_feedback)
+
+
+def _add_db(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--db",
+        default="server.db",
+        help="server database: a SQLite file (default server.db) or a postgresql://… URI "
+        "(extra `postgres`)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

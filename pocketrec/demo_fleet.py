@@ -73,9 +73,9 @@ class DemoServer:
         return self.thread.url
 
     def _with_storage(self, use: Callable[[Any], Any]) -> Any:
-        from pocketrec.server.storage import SqliteFeedbackStorage
+        from pocketrec.server.storage import open_storage
 
-        storage = SqliteFeedbackStorage(self.db)
+        storage = open_storage(self.db)
         try:
             return use(storage)
         finally:

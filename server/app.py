@@ -24,6 +24,10 @@ kind, "detail": text}`` (+ ``field`` for 413/422). The OpenAPI document
 With a rate limit (``pocketrec.server.ratelimit``) an authenticated request over its device's
 budget gets 429 with ``Retry-After`` before its body is read. Each request is logged as one JSON
 line and counted in the metrics (``pocketrec.server.access_log``).
+
+A database that cannot be reached or fails (``StorageError``) answers 503 ``{"error":
+"unavailable"}`` on any route (the device retries later; intake is idempotent); the cause is
+logged, not sent.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from pocketrec.core.errors import StorageError
 from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
 from pocketrec.server.auth import bearer_token
 from pocketrec.server.bundles import BundleRepository
@@ -226,6 +231,16 @@ def create_app(
             Middleware(AnswerCancelled),
             Middleware(BodyDeadline, timeout=limits.body_timeout),
         ],
-        exception_handlers={BodyTimeout: body_timeout, ClientDisconnect: client_gone},
+        exception_handlers={
+            BodyTimeout: body_timeout,
+            ClientDisconnect: client_gone,
+            StorageError: storage_failed,
+        },
         lifespan=lifespan,
     )
+
+
+async def storage_failed(request: Request, exc: Exception) -> Response:
+    """503 for a database that failed (the cause goes to the log, not to the device)."""
+    log.warning("%s %s: database failed: %s", request.method, request.url.path, exc)
+    return error(503, "unavailable", "the database is unavailable; retry later")

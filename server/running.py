@@ -43,25 +43,13 @@ from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
 from pocketrec.server.metrics import MULTIPROC_ENV, worker_exited
 from pocketrec.server.ratelimit import RateLimit
-from pocketrec.server.storage import FeedbackStorage, SqliteFeedbackStorage
+from pocketrec.server.storage import FeedbackStorage, is_postgres, open_storage
 from pocketrec.server.transport import ServerConfig, TransportLimits
 
 log = logging.getLogger("pocketrec.server")
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 WORKER_ENV = "POCKETREC_SERVER_WORKER"
 """Environment variable carrying a worker's settings (JSON) from ``serve`` to :func:`worker_app`."""
-
-
-def open_storage(db: str | os.PathLike[str]) -> FeedbackStorage:
-    """Open the server database ``db``: a SQLite file path (created if missing). A
-    ``postgresql://`` URL needs the PostgreSQL backend, which this build does not have yet
-    (``ValueError``)."""
-    if str(db).startswith(POSTGRES_SCHEMES):
-        raise ValueError(
-            "this build has no PostgreSQL storage backend yet; --db takes a SQLite file path"
-        )
-    return SqliteFeedbackStorage(db)
 
 
 @dataclass(frozen=True)
@@ -147,7 +135,7 @@ def build_app(db: str, bundles_dir: str, options: ServerOptions) -> Starlette:
 
     return create_app(
         storage,
-        BundleRepository(bundles_dir),
+        BundleRepository(bundles_dir, storage),
         rate_limit=options.rate_limit,
         limits=options.limits,
         on_shutdown=shutdown,
@@ -174,7 +162,7 @@ def serve(
     (``ValueError`` for a SQLite file: one writer at a time)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
-    if workers > 1 and not str(db).startswith(POSTGRES_SCHEMES):
+    if workers > 1 and not is_postgres(db):
         raise ValueError(
             f"--workers {workers} needs a postgresql:// database: SQLite ({db}) allows one "
             "writer at a time, so extra workers would only wait on its lock; run one worker, "
@@ -255,7 +243,9 @@ def _warn_about_file_limit(max_connections: int) -> None:
 
 class ServerThread:
     """The server on ``host:port`` in a daemon thread (``port=0``: a free port is chosen and
-    kept across :meth:`stop`/:meth:`start`, so a restarted server has the same URL).
+    kept across :meth:`stop`/:meth:`start`, so a restarted server has the same URL). The
+    database ``db`` (a path or ``postgresql://…``) is opened by :meth:`start` and closed by
+    :meth:`stop`.
 
     ``options``: as for :func:`serve` (timeouts, rate limit, TLS; the access log goes to the
     ``pocketrec.server.access`` logger as configured by the caller).
@@ -271,8 +261,8 @@ class ServerThread:
         faults: FaultPlan | None = None,
         options: ServerOptions | None = None,
     ) -> None:
-        self.db = Path(db)
-        self.bundles = BundleRepository(bundles_dir)
+        self.db = db
+        self.bundles_dir = bundles_dir
         self.faults = faults
         self.options = options or ServerOptions()
         self.host = host
@@ -280,6 +270,7 @@ class ServerThread:
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._storage: FeedbackStorage | None = None
+        self._bundles: BundleRepository | None = None
         self._socket: socket.socket | None = None
 
     @property
@@ -294,6 +285,13 @@ class ServerThread:
             raise RuntimeError("the server is not running")
         return self._storage
 
+    @property
+    def bundles(self) -> BundleRepository:
+        """The running server's bundle repository (``RuntimeError`` when stopped)."""
+        if self._bundles is None:
+            raise RuntimeError("the server is not running")
+        return self._bundles
+
     def start(self, *, timeout: float = 10.0) -> ServerThread:
         """Start serving; returns once the server accepts connections (``timeout`` seconds)."""
         if self._thread is not None:
@@ -302,34 +300,40 @@ class ServerThread:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
-        self._storage = open_storage(self.db)
-        options = self.options
-        app = create_app(
-            self._storage,
-            self.bundles,
-            faults=self.faults,
-            rate_limit=options.rate_limit,
-            limits=options.limits,
-        )
-        config = ServerConfig(
-            app,
-            limits=options.limits,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            timeout_graceful_shutdown=1,
-            ssl_certfile=options.ssl_certfile,
-            ssl_keyfile=options.ssl_keyfile,
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + timeout
-        while not server.started:
-            if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the server did not start on {self.url}")
-            time.sleep(0.01)
-        self._server, self._thread, self._socket = server, thread, sock
+        self._socket = sock
+        try:
+            self._storage = open_storage(self.db)
+            self._bundles = BundleRepository(self.bundles_dir, self._storage)
+            options = self.options
+            app = create_app(
+                self._storage,
+                self._bundles,
+                faults=self.faults,
+                rate_limit=options.rate_limit,
+                limits=options.limits,
+            )
+            config = ServerConfig(
+                app,
+                limits=options.limits,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                timeout_graceful_shutdown=1,
+                ssl_certfile=options.ssl_certfile,
+                ssl_keyfile=options.ssl_keyfile,
+            )
+            server = uvicorn.Server(config)
+            thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+            thread.start()
+            self._server, self._thread = server, thread
+            deadline = time.monotonic() + timeout
+            while not server.started:
+                if not thread.is_alive() or time.monotonic() > deadline:
+                    raise RuntimeError(f"the server did not start on {self.url}")
+                time.sleep(0.01)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self, *, timeout: float = 10.0) -> None:
@@ -341,7 +345,7 @@ class ServerThread:
             self._socket.close()
         if self._storage is not None:
             self._storage.close()
-        self._server = self._thread = self._storage = self._socket = None
+        self._server = self._thread = self._storage = self._bundles = self._socket = None
 
     def __enter__(self) -> ServerThread:
         return self.start()

@@ -1,60 +1,37 @@
-"""Server-side storage of devices and feedback events behind :class:`FeedbackStorage`.
+"""What the sync server needs from its database: the :class:`FeedbackStorage` protocol, the rows
+it returns, and :func:`open_storage`, which picks the backend from the ``--db`` value.
 
-:class:`SqliteFeedbackStorage` is the default (one SQLite file, WAL). A PostgreSQL backend
-implements the same protocol: ``insert_events`` must be idempotent on ``event_id`` (``INSERT ...
-ON CONFLICT (event_id) DO NOTHING``) and commit all of a batch or none of it.
+Backends: :class:`~pocketrec.server.storage_sqlite.SqliteFeedbackStorage` (one SQLite file, the
+embedded default) and :class:`~pocketrec.server.storage_postgres.PostgresFeedbackStorage`
+(``postgresql://…``; psycopg 3, extra ``postgres``). Both keep devices (only the SHA-256 of each
+token), feedback events and published bundles' metadata, with versioned schema migrations
+(``pocketrec.server.migrations``).
 
-Tables (``PRAGMA user_version`` 1):
-
-- ``devices``: ``device_id`` (primary key), ``token_sha256`` (unique; the token itself is never
-  stored), ``revoked`` (0/1), ``created_at``, ``revoked_at`` (seconds since the epoch, UTC).
-- ``events``: ``id`` (arrival order), ``event_id`` (UNIQUE: each event is stored once however
-  often it is resent), ``device_id``, ``seq`` (the device's sequence number), ``user_id``,
-  ``item_id``, ``event_type`` (name), ``ts`` (seconds since the epoch), ``context`` (JSON text or
-  NULL), ``received_at``.
+Exactly-once intake, the same in both backends: ``insert_events`` stores a batch in one
+transaction (all of it or none) and each ``event_id`` at most once while its stored copy is kept.
+Retention (:meth:`FeedbackStorage.drop_events_before`) and erasure forget the ids together with the
+events, so a resend arriving after its first copy was dropped or erased is stored again, as
+received at the resend (a device resends only events it never got a 2xx for).
 """
 
 from __future__ import annotations
 
 import os
-import sqlite3
-import threading
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
-from pocketrec.server.auth import hash_token, new_token
+from pocketrec.core import wire
+from pocketrec.core.errors import StorageError
 from pocketrec.server.validation import EventRecord
 
-SCHEMA_VERSION = 1
+MAX_DEVICE_ID_CHARS = 200
+"""Longest device id ``add_device`` accepts."""
 
-_SCHEMA = (
-    """
-    CREATE TABLE IF NOT EXISTS devices (
-        device_id TEXT PRIMARY KEY,
-        token_sha256 TEXT NOT NULL UNIQUE,
-        revoked INTEGER NOT NULL DEFAULT 0 CHECK (revoked IN (0, 1)),
-        created_at REAL NOT NULL,
-        revoked_at REAL
-    )
-    """,
-    """
-    CREATE TABLE IF NOT EXISTS events (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        event_id TEXT NOT NULL UNIQUE,
-        device_id TEXT NOT NULL,
-        seq INTEGER,
-        user_id TEXT NOT NULL,
-        item_id TEXT NOT NULL,
-        event_type TEXT NOT NULL,
-        ts REAL NOT NULL,
-        context TEXT,
-        received_at REAL NOT NULL
-    )
-    """,
-)
+
+class StorageUnavailableError(StorageError):
+    """The server's database could not be reached or did not answer in time (the message says
+    why); nothing was stored. Retrying later is safe: intake is idempotent."""
 
 
 @dataclass(frozen=True)
@@ -81,12 +58,36 @@ class StoredEvent:
     context: str | None
 
 
+@dataclass(frozen=True)
+class BundleRecord:
+    """A published bundle's metadata (its files live in the bundles folder).
+
+    ``manifest_sha256``: hex SHA-256 of ``manifest.json``'s exact bytes; ``signature``: the raw
+    64-byte Ed25519 signature of those bytes; ``published_at``: seconds since the epoch (UTC).
+    """
+
+    model_version: int
+    manifest_sha256: str
+    signature: bytes
+    published_at: float
+
+
+@dataclass(frozen=True)
+class Retention:
+    """What :meth:`FeedbackStorage.drop_events_before` removed: ``events`` rows in all, of which
+    the ones in ``partitions`` whole partitions dropped (PostgreSQL; always 0 with SQLite)."""
+
+    events: int
+    partitions: int
+
+
 class FeedbackStorage(Protocol):
-    """What the server needs from its database (all methods thread-safe)."""
+    """What the server needs from its database. Every method is thread-safe; a database that
+    cannot be reached raises :class:`StorageUnavailableError`."""
 
     def add_device(self, device_id: str) -> str:
         """Register ``device_id`` (or re-issue its token, un-revoking it); returns the new
-        token. Only its SHA-256 is stored."""
+        token. Only its SHA-256 is stored. ``ValueError`` for an empty or over-long id."""
         ...
 
     def revoke_device(self, device_id: str) -> bool:
@@ -101,149 +102,97 @@ class FeedbackStorage(Protocol):
         """The id of the active device owning ``token``; ``None`` if unknown or revoked."""
         ...
 
-    def insert_events(self, device_id: str, events: Sequence[EventRecord]) -> int:
-        """Store the batch in one transaction, skipping event ids already stored; returns how
-        many were new."""
+    def insert_events(
+        self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
+    ) -> int:
+        """Store the batch in one transaction, skipping event ids already stored (and repeats
+        within the batch: the first copy counts); returns how many were new. ``received_at``:
+        seconds since the epoch to record as the arrival time (imports, tests); default the
+        database's clock."""
         ...
 
     def iter_events(self) -> Iterator[StoredEvent]:
-        """Every stored event in arrival order."""
+        """Every stored event in arrival order, streamed from one consistent snapshot (never all
+        rows in memory). Close the iterator (or exhaust it) to release its connection."""
+        ...
+
+    def export_events(self, device_id: str, user_id: str | None = None) -> Iterator[StoredEvent]:
+        """The events of one device (or of one of its users) in arrival order, streamed like
+        :meth:`iter_events` (a data request)."""
         ...
 
     def count_events(self) -> int:
         """How many events are stored."""
         ...
 
+    def erase_events(self, device_id: str, user_id: str | None = None) -> int:
+        """Delete the events of one device (or of one of its users) in one transaction; returns
+        how many were deleted (a data request)."""
+        ...
+
+    def drop_events_before(self, cutoff_seconds: float) -> Retention:
+        """Retention: delete every event received before ``cutoff_seconds`` (since the epoch)."""
+        ...
+
+    def record_bundle(self, bundle: BundleRecord) -> None:
+        """Record a published bundle; ``ValueError`` unless its version is newer than every
+        recorded one (versions only go up)."""
+        ...
+
+    def bundle(self, model_version: int) -> BundleRecord | None:
+        """The recorded bundle ``model_version``, or ``None``."""
+        ...
+
+    def latest_bundle(self) -> BundleRecord | None:
+        """The recorded bundle with the highest version, or ``None``."""
+        ...
+
     def ping(self) -> None:
-        """Return if the database answers a trivial query; raise if it does not (readiness)."""
+        """Readiness: return if the database answers a query, else raise
+        :class:`StorageUnavailableError`."""
         ...
 
     def close(self) -> None:
-        """Release the database."""
+        """Release the database (idempotent)."""
         ...
 
 
-class SqliteFeedbackStorage:
-    """:class:`FeedbackStorage` in one SQLite file (WAL, ``synchronous=FULL``).
-
-    One connection guarded by a lock: requests are served from a thread pool and SQLite allows
-    one writer at a time anyway.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
-        """Open (creating) the database at ``path``; ``busy_timeout`` in seconds."""
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(
-            self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-        )
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        self._conn.execute("PRAGMA synchronous = FULL")
-        with self._transaction():
-            version = int(self._conn.execute("PRAGMA user_version").fetchone()[0])
-            if version > SCHEMA_VERSION:
-                raise ValueError(
-                    f"{self.path}: server schema version {version} is newer than this build's "
-                    f"{SCHEMA_VERSION}"
-                )
-            for statement in _SCHEMA:
-                self._conn.execute(statement)
-            self._conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn)
-
-    def add_device(self, device_id: str) -> str:
-        """See :meth:`FeedbackStorage.add_device`."""
-        if not isinstance(device_id, str) or not device_id.strip() or len(device_id) > 200:
-            raise ValueError(f"device id must be a non-empty str of <= 200 chars: {device_id!r}")
-        token = new_token()
-        with self._lock, self._transaction():
-            self._conn.execute(
-                "INSERT INTO devices (device_id, token_sha256, revoked, created_at) "
-                "VALUES (?, ?, 0, ?) ON CONFLICT (device_id) DO UPDATE SET "
-                "token_sha256 = excluded.token_sha256, revoked = 0, revoked_at = NULL",
-                (device_id, hash_token(token), time.time()),
-            )
-        return token
-
-    def revoke_device(self, device_id: str) -> bool:
-        """See :meth:`FeedbackStorage.revoke_device`."""
-        with self._lock, self._transaction():
-            cursor = self._conn.execute(
-                "UPDATE devices SET revoked = 1, revoked_at = ? WHERE device_id = ?",
-                (time.time(), device_id),
-            )
-        return cursor.rowcount > 0
-
-    def devices(self) -> list[Device]:
-        """See :meth:`FeedbackStorage.devices`."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT device_id, revoked, created_at, revoked_at FROM devices ORDER BY device_id"
-            ).fetchall()
-        return [Device(d, bool(r), c, ra) for d, r, c, ra in rows]
-
-    def authenticate(self, token: str) -> str | None:
-        """See :meth:`FeedbackStorage.authenticate`."""
-        with self._lock:
-            row = self._conn.execute(
-                "SELECT device_id FROM devices WHERE token_sha256 = ? AND revoked = 0",
-                (hash_token(token),),
-            ).fetchone()
-        return None if row is None else str(row[0])
-
-    def insert_events(self, device_id: str, events: Sequence[EventRecord]) -> int:
-        """See :meth:`FeedbackStorage.insert_events`."""
-        now = time.time()
-        rows = [
-            (e.event_id, device_id, e.seq, e.user_id, e.item_id, e.event_type, e.timestamp,
-             e.context, now)
-            for e in events
-        ]  # fmt: skip
-        with self._lock, self._transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, device_id, seq, user_id, item_id, "
-                "event_type, ts, context, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            return self._conn.total_changes - before
-
-    def iter_events(self) -> Iterator[StoredEvent]:
-        """See :meth:`FeedbackStorage.iter_events` (a snapshot read in one query)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT event_id, device_id, seq, user_id, item_id, event_type, ts, context "
-                "FROM events ORDER BY id"
-            ).fetchall()
-        for row in rows:
-            yield StoredEvent(*row)
-
-    def count_events(self) -> int:
-        """See :meth:`FeedbackStorage.count_events`."""
-        with self._lock:
-            return int(self._conn.execute("SELECT count(*) FROM events").fetchone()[0])
-
-    def ping(self) -> None:
-        """See :meth:`FeedbackStorage.ping` (``sqlite3.Error`` once closed or broken)."""
-        with self._lock:
-            self._conn.execute("SELECT 1").fetchone()
-
-    def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            self._conn.close()
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 
 
-class _Transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on an exception)."""
+def is_postgres(db: str | os.PathLike[str]) -> bool:
+    """True when ``db`` is a PostgreSQL connection URI rather than a SQLite path."""
+    return isinstance(db, str) and db.startswith(POSTGRES_SCHEMES)
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
 
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
+def open_storage(db: str | os.PathLike[str]) -> FeedbackStorage:
+    """Open (creating and migrating) the server database named by ``db``: a
+    ``postgresql://…`` URI opens :class:`PostgresFeedbackStorage` (extra ``postgres``), anything
+    else is the path of a SQLite file."""
+    if is_postgres(db):
+        try:
+            from pocketrec.server.storage_postgres import PostgresFeedbackStorage
+        except ImportError as exc:
+            raise StorageError(
+                f"a postgresql:// database needs the `postgres` extra (pip install "
+                f"'pocketrec[postgres]'): {exc}"
+            ) from exc
+        return PostgresFeedbackStorage(str(db))
+    from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self._conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
+    return SqliteFeedbackStorage(db)
+
+
+def check_device_id(device_id: object) -> str:
+    """``device_id`` if it is an id as ``pocketrec.core.wire.id_problem`` accepts it, not blank,
+    and at most :data:`MAX_DEVICE_ID_CHARS` characters; else ``ValueError`` naming the problem."""
+    problem = wire.id_problem(device_id)
+    if problem is None and isinstance(device_id, str):
+        if not device_id.strip():
+            problem = "must not be blank"
+        elif len(device_id) > MAX_DEVICE_ID_CHARS:
+            problem = f"is over {MAX_DEVICE_ID_CHARS} characters"
+    if problem is not None:
+        raise ValueError(f"device id {device_id!r} {problem}")
+    assert isinstance(device_id, str)
+    return device_id

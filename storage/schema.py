@@ -254,11 +254,14 @@ def prepare(
 
 
 def _enable_wal(connections: Connections) -> None:
+    enable_wal(connections.handle().conn, connections.path, connections.busy_timeout)
+
+
+def enable_wal(conn: sqlite3.Connection, path: str, busy_timeout: float) -> None:
     """Switch the file to WAL (persistent). The switch needs an exclusive lock and SQLite does not
-    wait for it (no busy handler), so retry until ``busy_timeout`` when processes race to create
-    the same file."""
-    conn = connections.handle().conn
-    deadline = time.monotonic() + connections.busy_timeout
+    wait for it (no busy handler), so retry until ``busy_timeout`` seconds when processes race to
+    create the same file. Raises ``StorageError`` naming ``path``."""
+    deadline = time.monotonic() + busy_timeout
     pause = 0.001
     while True:
         try:
@@ -268,12 +271,10 @@ def _enable_wal(connections: Connections) -> None:
             break
         except sqlite3.OperationalError as exc:
             if not is_busy(exc) or time.monotonic() >= deadline:
-                raise storage_error(connections.path, exc) from exc
+                raise storage_error(path, exc) from exc
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
         except sqlite3.Error as exc:
-            raise storage_error(connections.path, exc) from exc
+            raise storage_error(path, exc) from exc
     if mode.lower() != "wal":
-        raise StorageError(
-            f"{connections.path}: this file system does not support WAL mode (got {mode!r})"
-        )
+        raise StorageError(f"{path}: this file system does not support WAL mode (got {mode!r})")

@@ -148,12 +148,146 @@ def bundle_version(source: Path, target: Path, model_version: int) -> Path:
     return target
 
 
-class SyncHarness:
-    """A real sync server (uvicorn on 127.0.0.1, a free port) with fault injection, its signing
-    key, and helpers to register devices and publish bundles; ``options``: a
-    ``pocketrec.server.running.ServerOptions`` (timeouts, limits, rate limit, TLS)."""
+POSTGRES_ENV = "POCKETREC_TEST_POSTGRES"
+"""A PostgreSQL URI for the server tests (``tools/with_postgres.sh`` sets it); each test gets a
+schema of its own in that database."""
 
-    def __init__(self, root: Path, options: Any = None) -> None:
+SERVER_BACKENDS = ("sqlite", "postgres")
+
+
+def postgres_base() -> str:
+    """``$POCKETREC_TEST_POSTGRES``; missing: skipped locally, a failure when ``CI=true``."""
+    base = os.environ.get(POSTGRES_ENV)
+    if not base:
+        reason = (
+            f"{POSTGRES_ENV} is not set: run the tests under tools/with_postgres.sh for the "
+            "PostgreSQL cases"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return base
+
+
+def _child(target: Any, args: tuple[Any, ...], barrier: Any, out: Any) -> None:
+    try:
+        out.put(("ok", target(*args, barrier)))
+    except BaseException as exc:
+        barrier.abort()  # the others stop waiting for this one
+        out.put(("error", repr(exc)))
+
+
+def run_in_processes(
+    target: Any, argsets: list[tuple[Any, ...]], *, timeout: float = 120.0
+) -> list[Any]:
+    """Run ``target(*args, barrier)`` in one spawned process per ``args`` (``barrier``: a
+    ``multiprocessing.Barrier`` of them all, to start a race together: ``barrier.wait(60)``);
+    returns what the calls returned, in the order they finished. A call that raised fails the
+    test with its error; a process still running after ``timeout`` seconds is killed."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    barrier, out = context.Barrier(len(argsets)), context.Queue()
+    children = [
+        context.Process(target=_child, args=(target, args, barrier, out)) for args in argsets
+    ]
+    for child in children:
+        child.start()
+    try:
+        results = [out.get(timeout=timeout) for _ in children]
+    finally:
+        for child in children:
+            child.join(10)
+            if child.is_alive():
+                child.kill()
+                child.join()
+    errors = [value for kind, value in results if kind == "error"]
+    assert not errors, errors
+    return [value for _kind, value in results]
+
+
+class PostgresSchemas:
+    """Fresh schemas in the test database, each named by a URI whose ``search_path`` is that
+    schema; all dropped by :meth:`drop_all`."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.names: list[str] = []
+
+    def new(self) -> str:
+        import uuid
+
+        import psycopg
+
+        name = f"test_{uuid.uuid4().hex[:16]}"
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {name}".encode())
+        self.names.append(name)
+        sep = "&" if "?" in self.base else "?"
+        return f"{self.base}{sep}options=-csearch_path%3D{name}"
+
+    def drop_all(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.base, autocommit=True) as conn:
+            conn.execute("SET lock_timeout = '30s'")
+            for name in self.names:
+                conn.execute(f"DROP SCHEMA {name} CASCADE".encode())
+        self.names.clear()
+
+
+@pytest.fixture
+def postgres_schemas() -> Iterator[PostgresSchemas]:
+    """Makes fresh PostgreSQL schemas (skipped or failed as :func:`postgres_base` says)."""
+    schemas = PostgresSchemas(postgres_base())
+    try:
+        yield schemas
+    finally:
+        schemas.drop_all()
+
+
+@pytest.fixture
+def server_backend() -> str:
+    """The sync server's database backend; modules that test both override this fixture with
+    ``params=SERVER_BACKENDS``."""
+    return "sqlite"
+
+
+@pytest.fixture
+def server_db(server_backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """A fresh server database for ``server_backend``: a SQLite path or a PostgreSQL URI."""
+    if server_backend == "sqlite":
+        return str(tmp_path / "server.sqlite")
+    assert server_backend == "postgres", server_backend
+    schemas: PostgresSchemas = request.getfixturevalue("postgres_schemas")
+    return schemas.new()
+
+
+def database_bytes(db: str) -> bytes:
+    """Everything a server database holds, as bytes to search (a SQLite file and its WAL, or a
+    text dump of every table in the PostgreSQL schema)."""
+    if not db.startswith("postgresql://"):
+        return b"".join(Path(p).read_bytes() for p in (db, f"{db}-wal") if Path(p).exists())
+    import psycopg
+
+    dump = []
+    with psycopg.connect(db, autocommit=True) as conn:
+        tables = conn.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+        ).fetchall()
+        for (table,) in tables:
+            rows = conn.execute(f"SELECT t::text FROM {table} t".encode()).fetchall()
+            dump.extend(str(row[0]) for row in rows)
+    return "\n".join(dump).encode()
+
+
+class SyncHarness:
+    """A real sync server (uvicorn on 127.0.0.1, a free port) on the database ``db`` (a SQLite
+    path or a PostgreSQL URI) with fault injection, its signing key, and helpers to register
+    devices and publish bundles; ``options``: a ``pocketrec.server.running.ServerOptions``
+    (timeouts, limits, rate limit, TLS)."""
+
+    def __init__(self, root: Path, db: str | None = None, options: Any = None) -> None:
         from pocketrec.server import FaultPlan
         from pocketrec.server.running import ServerThread
         from pocketrec.server.signing import generate_key, load_private_key
@@ -163,8 +297,9 @@ class SyncHarness:
         self.faults = FaultPlan()
         self.public_key = generate_key(root / "key")
         self.private_key = load_private_key(root / "key")
-        self.db = root / "server.sqlite"
-        self.server = ServerThread(self.db, root / "published", faults=self.faults, options=options)
+        self.db = db if db is not None else str(root / "server.sqlite")
+        self.published = root / "published"
+        self.server = ServerThread(self.db, self.published, faults=self.faults, options=options)
         self._copies = 0
 
     @property
@@ -172,9 +307,9 @@ class SyncHarness:
         return self.server.url
 
     def storage(self) -> Any:
-        from pocketrec.server import SqliteFeedbackStorage
+        from pocketrec.server import open_storage
 
-        return SqliteFeedbackStorage(self.db)
+        return open_storage(self.db)
 
     def add_device(self, device_id: str) -> str:
         storage = self.storage()
@@ -192,15 +327,60 @@ class SyncHarness:
 
     def publish(self, model_version: int, source: Path = BUNDLE_FIXTURE) -> Path:
         """Publish a copy of ``source`` as ``model_version``; returns the published directory."""
+        from pocketrec.server import BundleRepository
+
         self._copies += 1
         bundle = bundle_version(source, self.root / f"src{self._copies}", model_version)
-        return Path(self.server.bundles.publish(bundle, self.private_key).path)
+        storage = self.storage()
+        try:
+            repository = BundleRepository(self.published, storage)
+            return Path(repository.publish(bundle, self.private_key).path)
+        finally:
+            storage.close()
+
+    def bundle_record(self, model_version: int) -> Any:
+        storage = self.storage()
+        try:
+            return storage.bundle(model_version)
+        finally:
+            storage.close()
+
+    def compromise_bundle(
+        self, model_version: int, *, manifest: bytes | None = None, signature: bytes | None = None
+    ) -> None:
+        """Act as a compromised server: replace the published version's manifest (on disk and
+        its recorded SHA-256) and/or its recorded signature, so devices must catch it."""
+        import hashlib
+        import sqlite3
+
+        import psycopg
+
+        record = self.bundle_record(model_version)
+        sha256, sig = record.manifest_sha256, record.signature
+        if manifest is not None:
+            (self.published / "versions" / str(model_version) / "manifest.json").write_bytes(
+                manifest
+            )
+            sha256 = hashlib.sha256(manifest).hexdigest()
+        if signature is not None:
+            sig = signature
+        update = (
+            "UPDATE bundles SET manifest_sha256 = {p}, signature = {p} WHERE model_version = {p}"
+        )
+        if self.db.startswith("postgresql://"):
+            with psycopg.connect(self.db, autocommit=True) as conn:
+                conn.execute(update.format(p="%s").encode(), (sha256, sig, model_version))
+        else:
+            conn = sqlite3.connect(self.db)
+            with conn:
+                conn.execute(update.format(p="?"), (sha256, sig, model_version))
+            conn.close()
 
 
 @pytest.fixture
-def sync_server(tmp_path: Path) -> Iterator[SyncHarness]:
-    """A started :class:`SyncHarness` (stopped after the test)."""
-    harness = SyncHarness(tmp_path / "server")
+def sync_server(tmp_path: Path, server_db: str) -> Iterator[SyncHarness]:
+    """A started :class:`SyncHarness` on ``server_db`` (stopped after the test)."""
+    harness = SyncHarness(tmp_path / "server", server_db)
     harness.server.start()
     try:
         yield harness

@@ -18,7 +18,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pocketrec.server.storage import SqliteFeedbackStorage
+from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
 
 
 def free_port() -> int:

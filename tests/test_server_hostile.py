@@ -27,7 +27,7 @@ def server(tmp_path: Path) -> Iterator[SyncHarness]:
     """A started server with a 2 s body timeout (for bodies that never arrive) that closes idle
     connections after 1 s (raw requests here read until the server closes)."""
     limits = TransportLimits(body_timeout=2.0, keep_alive_timeout=1)
-    harness = SyncHarness(tmp_path / "server", ServerOptions(limits=limits))
+    harness = SyncHarness(tmp_path / "server", options=ServerOptions(limits=limits))
     harness.server.start()
     try:
         yield harness

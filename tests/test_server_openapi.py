@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import SyncHarness
+from conftest import SERVER_BACKENDS, PostgresSchemas, SyncHarness, postgres_base
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -25,10 +25,7 @@ from server_process import get
 from pocketrec.server.app import create_app
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.openapi import OPENAPI_PATH, document
-from pocketrec.server.storage import SqliteFeedbackStorage
-
-SERVER_BACKENDS = ("sqlite",)
-"""Storage backends the API is checked on (the PostgreSQL backend joins this list)."""
+from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
 
 EXAMPLES_PER_OPERATION = 100
 """Hypothesis examples per operation and generation mode (8 operations: a few hundred calls)."""
@@ -47,7 +44,7 @@ def test_every_route_is_documented_and_every_documented_operation_exists(
 ) -> None:
     storage = SqliteFeedbackStorage(tmp_path / "s.sqlite")
     try:
-        app = create_app(storage, BundleRepository(tmp_path / "b"))
+        app = create_app(storage, BundleRepository(tmp_path / "b", storage))
         served = {
             (route.path, method.lower())
             for route in app.routes
@@ -75,9 +72,14 @@ def test_the_document_is_served_and_declares_the_wire_limits(sync_server: SyncHa
 
 
 @pytest.fixture(scope="module", params=SERVER_BACKENDS)
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SyncHarness, str]]:
-    """A real server with a published bundle and a registered device (its token)."""
-    harness = SyncHarness(tmp_path_factory.mktemp("api"))
+def api(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[SyncHarness, str]]:
+    """A real server on each storage backend with a published bundle and a registered device
+    (its token)."""
+    schemas = PostgresSchemas(postgres_base()) if request.param == "postgres" else None
+    root = tmp_path_factory.mktemp("api")
+    harness = SyncHarness(root, None if schemas is None else schemas.new())
     harness.publish(1)
     token = harness.add_device("schemathesis")
     harness.server.start()
@@ -85,6 +87,8 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SyncHarness,
         yield harness, token
     finally:
         harness.server.stop()
+        if schemas is not None:
+            schemas.drop_all()
 
 
 schema = schemathesis.openapi.from_dict(document())  # the served copy is checked above

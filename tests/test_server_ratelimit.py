@@ -65,7 +65,7 @@ def test_rate_limit_parses_and_prints() -> None:
 @pytest.fixture
 def limited(tmp_path: Path) -> Iterator[SyncHarness]:
     """A server allowing each device 0.5 requests/s in bursts of 2."""
-    harness = SyncHarness(tmp_path / "server", ServerOptions(rate_limit=RateLimit(0.5, 2)))
+    harness = SyncHarness(tmp_path / "server", options=ServerOptions(rate_limit=RateLimit(0.5, 2)))
     harness.server.start()
     try:
         yield harness

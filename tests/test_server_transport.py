@@ -29,7 +29,7 @@ from pocketrec.storage import Store
 @contextmanager
 def serving(root: Path, **limits: Any) -> Iterator[SyncHarness]:
     """A started :class:`SyncHarness` with these transport limits (stopped afterwards)."""
-    server = SyncHarness(root, ServerOptions(limits=TransportLimits(**limits)))
+    server = SyncHarness(root, options=ServerOptions(limits=TransportLimits(**limits)))
     server.server.start()
     try:
         yield server
@@ -226,7 +226,7 @@ def test_tls_serves_https_and_the_device_client_verifies_the_certificate(
 ) -> None:
     ca, cert, key = write_tls_files(tmp_path / "tls")
     options = ServerOptions(ssl_certfile=str(cert), ssl_keyfile=str(key))
-    server = SyncHarness(tmp_path / "server", options)
+    server = SyncHarness(tmp_path / "server", options=options)
     server.server.start()
     try:
         url = server.url

@@ -56,24 +56,27 @@ def test_a_newer_bundle_is_installed_and_served_and_the_old_one_kept(
         assert again.bundle.status == "up_to_date"
 
 
-def _tamper_manifest(published: Path) -> None:
+def _tamper_manifest(server: SyncHarness, published: Path) -> None:
+    """A compromised server: the manifest changed on disk and in the database's record (the
+    signature no longer matches it)."""
     manifest = json.loads((published / "manifest.json").read_text())
     manifest["num_items"] += 1
-    (published / "manifest.json").write_text(json.dumps(manifest))
+    server.compromise_bundle(2, manifest=json.dumps(manifest).encode())
 
 
-def _bad_signature(published: Path) -> None:
-    sig = bytearray((published / "manifest.sig").read_bytes())
+def _bad_signature(server: SyncHarness, published: Path) -> None:
+    record = server.bundle_record(2)
+    sig = bytearray(record.signature)
     sig[5] ^= 0x01
-    (published / "manifest.sig").write_bytes(bytes(sig))
+    server.compromise_bundle(2, signature=bytes(sig))
 
 
-def _truncate(published: Path) -> None:
+def _truncate(_server: SyncHarness, published: Path) -> None:
     data = (published / "step.tflite").read_bytes()
     (published / "step.tflite").write_bytes(data[: len(data) // 2])
 
 
-def _flip_bit(published: Path) -> None:
+def _flip_bit(_server: SyncHarness, published: Path) -> None:
     data = bytearray((published / "catalog.npy").read_bytes())
     data[-3] ^= 0x10
     (published / "catalog.npy").write_bytes(bytes(data))
@@ -107,7 +110,7 @@ def test_a_bad_bundle_is_rejected_and_the_active_one_stays(
             "bad signature": _bad_signature,
             "truncated file": _truncate,
             "bit-flipped file": _flip_bit,
-        }.get(case, lambda _p: None)(published)
+        }.get(case, lambda _s, _p: None)(sync_server, published)
     before = store.active_bundle()
     token = sync_server.add_device("phone")
     with store, Recommender.open(BUNDLE_FIXTURE, db=store) as rec:

@@ -68,13 +68,13 @@ def test_two_devices_feed_the_next_bundle_and_use_it(
             assert report.bundle is not None
             assert report.bundle.status == "none_published"
         feedback = tmp_path / "feedback.csv"
-        assert main(["export-feedback", "--db", str(sync_server.db), "--out", str(feedback)]) == 0
+        assert main(["export-feedback", "--db", sync_server.db, "--out", str(feedback)]) == 0
         assert len(feedback.read_text().splitlines()) == 1 + 2 * 80 * 12
 
         bundle = train_bundle(feedback, tmp_path / "train", model_version=7)
         code = main(
-            ["publish", str(bundle), "--server-dir", str(sync_server.root / "published"),
-             "--key", str(sync_server.root / "key")]
+            ["publish", str(bundle), "--server-dir", str(sync_server.published),
+             "--key", str(sync_server.root / "key"), "--db", sync_server.db]
         )  # fmt: skip
         assert code == 0
 

@@ -1,21 +1,29 @@
-"""The reference sync server over real HTTP: auth, limits, schema, idempotency, bundles, export."""
+"""The reference sync server over real HTTP: auth, limits, schema, idempotency, bundles, export;
+on both database backends (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SyncHarness
+from conftest import SERVER_BACKENDS, SyncHarness, database_bytes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from pocketrec.cli import main
 from pocketrec.core import load
 from pocketrec.runtime.sync.http import HttpClient, Response
 from pocketrec.server.validation import MAX_BATCH_BYTES, MAX_EVENT_BYTES
+
+
+@pytest.fixture(params=SERVER_BACKENDS)
+def server_backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both backends."""
+    return str(request.param)
 
 
 def event(**fields: Any) -> dict[str, Any]:
@@ -53,7 +61,7 @@ def test_no_wrong_or_revoked_token_gets_401_and_nothing_is_stored(
     good = sync_server.add_device("phone")
     if token == "revoked":
         token = sync_server.add_device("old-phone")
-        assert main(["device", "revoke", "--db", str(sync_server.db), "old-phone"]) == 0
+        assert main(["device", "revoke", "--db", sync_server.db, "old-phone"]) == 0
     client = HttpClient(sync_server.url, token or "")
     if token is None:
         reply = client.request(
@@ -71,7 +79,9 @@ def test_no_wrong_or_revoked_token_gets_401_and_nothing_is_stored(
 
 def test_the_token_is_stored_only_as_its_hash(sync_server: SyncHarness) -> None:
     token = sync_server.add_device("phone")
-    assert token.encode() not in sync_server.db.read_bytes()
+    stored = database_bytes(sync_server.db)
+    assert hashlib.sha256(token.encode()).hexdigest().encode() in stored
+    assert token.encode() not in stored
 
 
 @pytest.mark.parametrize(
@@ -148,8 +158,8 @@ def test_publish_refuses_a_version_that_is_not_newer(
 
     bundle_version(BUNDLE_FIXTURE, older, 4)
     code = main(
-        ["publish", str(older), "--server-dir", str(sync_server.root / "published"),
-         "--key", str(sync_server.root / "key")]
+        ["publish", str(older), "--server-dir", str(sync_server.published),
+         "--key", str(sync_server.root / "key"), "--db", sync_server.db]
     )  # fmt: skip
     assert code == 2
     assert "only go up" in capsys.readouterr().err
@@ -165,7 +175,7 @@ def test_export_feedback_writes_the_csv_that_train_reads(
     assert post(phone, sent).status == 200
     assert post(tablet, [event(event_type="dislike", item_id="i00009")]).status == 200
     out = tmp_path / "feedback.csv"
-    assert main(["export-feedback", "--db", str(sync_server.db), "--out", str(out)]) == 0
+    assert main(["export-feedback", "--db", sync_server.db, "--out", str(out)]) == 0
     data, report = load(out, format="csv")
     assert report.total_skipped == 0
     assert sorted(data.users.id(u) for u in range(data.num_users)) == [
