@@ -1,0 +1,284 @@
+"""Checking a ``.tflite`` model's flatbuffer and graph before any interpreter reads it.
+
+TFLite interpreters trust the model's graph: an operator that writes a tensor another operator
+writes too, or that reads a tensor nothing has written, or a tensor whose declared size is
+absurd, makes the built-in kernels or the XNNPACK delegate write through a null pointer or
+allocate gigabytes (found by ``tests/test_runtime_corrupt_models.py``). :func:`check_model`
+refuses such models with :class:`ModelCheckError` before the bytes reach an interpreter:
+
+- the flatbuffer: the ``TFL3`` identifier, schema version 3, and every offset, vtable and vector
+  it follows inside the bytes (a bounds-checked reader, nothing read beyond the end);
+- per subgraph: every tensor index (subgraph inputs and outputs, operator inputs and outputs,
+  signatures) in range; every operator code index in range; every buffer index in range and
+  every constant's data inside the file, exactly as large as its shape and type say;
+- the data flow, in execution order: an operator reads only subgraph inputs, constants, variables
+  and tensors an earlier operator wrote; it writes only tensors that are none of these and that
+  no other operator writes; every subgraph output is written or is an input or constant;
+- omitted inputs (index ``-1``) only where :data:`OPTIONAL_INPUTS` allows them: kernels read
+  most inputs without checking for one that is missing;
+- sizes: no tensor that the interpreter allocates is declared larger than
+  :data:`MAX_ACTIVATION_BYTES`;
+- values: every float constant (weights, embedding tables) is finite. A trained weight that is
+  NaN or infinite is a corruption; outside the few rows a probe event reads (an embedding row of
+  one item) it would otherwise only show when a user meets that item.
+
+It reads only the fields named here (the TFLite schema, ``tensorflow/lite/schema/schema.fbs``)
+in Python, and the float constants with numpy: a few milliseconds for a model of a few hundred
+operators.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+MAX_ACTIVATION_BYTES = 64 << 20
+"""Largest non-constant tensor a model may declare: a step model handles one event, so its
+activations are a few kilobytes; 64 MiB is far above any such model and far below the gigabytes a
+corrupted shape can ask for."""
+
+SCHEMA_VERSION = 3
+
+OPTIONAL_INPUTS: dict[int, frozenset[int]] = {
+    3: frozenset({2}),  # CONV_2D: bias
+    4: frozenset({2}),  # DEPTHWISE_CONV_2D: bias
+    9: frozenset({2}),  # FULLY_CONNECTED: bias
+    67: frozenset({3}),  # TRANSPOSE_CONV: bias
+    132: frozenset({2}),  # CONV_3D: bias
+    141: frozenset({3}),  # CONV_3D_TRANSPOSE: bias
+}
+"""Builtin operator code -> the input positions a model may omit (``-1``). The step models the
+converter writes omit only fully connected biases; extend this when a model needs another."""
+
+# Field indices in the schema's tables.
+_MODEL_VERSION, _MODEL_OPCODES, _MODEL_SUBGRAPHS, _MODEL_BUFFERS, _MODEL_SIGNATURES = 0, 1, 2, 4, 7
+_GRAPH_TENSORS, _GRAPH_INPUTS, _GRAPH_OUTPUTS, _GRAPH_OPERATORS = 0, 1, 2, 3
+_TENSOR_SHAPE, _TENSOR_TYPE, _TENSOR_BUFFER, _TENSOR_IS_VARIABLE, _TENSOR_SPARSITY = 0, 1, 2, 5, 6
+_OP_OPCODE, _OP_INPUTS, _OP_OUTPUTS = 0, 1, 2
+_OPCODE_DEPRECATED_BUILTIN, _OPCODE_BUILTIN = 0, 3
+_BUFFER_DATA, _BUFFER_OFFSET, _BUFFER_SIZE = 0, 1, 2
+_SIGNATURE_INPUTS, _SIGNATURE_OUTPUTS, _SIGNATURE_SUBGRAPH = 0, 1, 4
+_TENSOR_MAP_INDEX = 1
+
+# Bits per element of each TensorType (schema order); 0: no fixed size (string, resource, variant).
+_TYPE_BITS = (32, 16, 32, 8, 64, 0, 8, 16, 64, 8, 64, 128, 64, 0, 0, 32, 16, 4, 16, 2, 4, 8, 8)
+_FLOAT_TYPES: dict[int, np.dtype[Any]] = {
+    0: np.dtype("<f4"),
+    1: np.dtype("<f2"),
+    10: np.dtype("<f8"),
+}
+
+
+class ModelCheckError(ValueError):
+    """The model's flatbuffer or graph is malformed (the message says where)."""
+
+
+class _Reader:
+    """Bounds-checked reads of a little-endian flatbuffer."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def _unpack(self, fmt: str, pos: int) -> int:
+        size = struct.calcsize(fmt)
+        if pos < 0 or pos + size > len(self.data):
+            raise ModelCheckError(f"offset {pos} is outside the {len(self.data)}-byte model")
+        value: int = struct.unpack_from(fmt, self.data, pos)[0]
+        return value
+
+    def field(self, table: int, index: int) -> int | None:
+        """Position of field ``index`` of the table at ``table``; ``None`` when absent."""
+        vtable = table - self._unpack("<i", table)
+        size = self._unpack("<H", vtable)
+        if size < 4 or size % 2:
+            raise ModelCheckError(f"bad vtable at offset {vtable}")
+        slot = 4 + 2 * index
+        if slot + 2 > size:
+            return None
+        offset = self._unpack("<H", vtable + slot)
+        return table + offset if offset else None
+
+    def scalar(self, table: int, index: int, fmt: str, default: int = 0) -> int:
+        pos = self.field(table, index)
+        return default if pos is None else self._unpack(fmt, pos)
+
+    def target(self, pos: int) -> int:
+        """Where the offset stored at ``pos`` points."""
+        return pos + self._unpack("<I", pos)
+
+    def vector(self, table: int, index: int, item_size: int = 4) -> tuple[int, int]:
+        """``(first element position, length)`` of a vector field (``(0, 0)`` when absent),
+        checked to lie inside the model."""
+        pos = self.field(table, index)
+        if pos is None:
+            return 0, 0
+        start = self.target(pos)
+        length = self._unpack("<I", start)
+        if start + 4 + length * item_size > len(self.data):
+            raise ModelCheckError(f"vector at offset {start} runs past the end of the model")
+        return start + 4, length
+
+    def ints(self, table: int, index: int) -> list[int]:
+        first, length = self.vector(table, index)
+        return list(struct.unpack_from(f"<{length}i", self.data, first)) if length else []
+
+    def tables(self, table: int, index: int) -> list[int]:
+        first, length = self.vector(table, index)
+        return [self.target(first + 4 * i) for i in range(length)]
+
+
+@dataclass(frozen=True)
+class _Tensor:
+    shape: tuple[int, ...]
+    type: int
+    buffer: int
+    variable: bool
+    sparse: bool  # its buffer holds the compressed (sparse) form
+
+
+def check_model(data: bytes) -> list[tuple[int, ...]]:
+    """Check the ``.tflite`` bytes ``data`` as the module docstring says; returns the declared
+    shape of every tensor of the first (primary) subgraph, or raises :class:`ModelCheckError`
+    naming the first problem."""
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise ModelCheckError("not a TFLite flatbuffer (no TFL3 identifier)")
+    reader = _Reader(data)
+    root = reader.target(0)
+    version = reader.scalar(root, _MODEL_VERSION, "<I")
+    if version != SCHEMA_VERSION:
+        raise ModelCheckError(f"schema version {version}, expected {SCHEMA_VERSION}")
+    opcodes = [
+        max(
+            reader.scalar(code, _OPCODE_DEPRECATED_BUILTIN, "<b"),
+            reader.scalar(code, _OPCODE_BUILTIN, "<i"),
+        )
+        for code in reader.tables(root, _MODEL_OPCODES)
+    ]
+    buffers = [_buffer_bytes(reader, buffer) for buffer in reader.tables(root, _MODEL_BUFFERS)]
+    graphs = reader.tables(root, _MODEL_SUBGRAPHS)
+    if not graphs:
+        raise ModelCheckError("no subgraph")
+    shapes = [_check_graph(reader, graph, n, opcodes, buffers) for n, graph in enumerate(graphs)]
+    tensor_counts = [len(graph_shapes) for graph_shapes in shapes]
+    for signature in reader.tables(root, _MODEL_SIGNATURES):
+        graph = reader.scalar(signature, _SIGNATURE_SUBGRAPH, "<I")
+        if graph >= len(graphs):
+            raise ModelCheckError(f"a signature names subgraph {graph} of {len(graphs)}")
+        for side in (_SIGNATURE_INPUTS, _SIGNATURE_OUTPUTS):
+            for tensor_map in reader.tables(signature, side):
+                index = reader.scalar(tensor_map, _TENSOR_MAP_INDEX, "<I")
+                if index >= tensor_counts[graph]:
+                    raise ModelCheckError(
+                        f"a signature names tensor {index} of subgraph {graph}, which has "
+                        f"{tensor_counts[graph]}"
+                    )
+    return shapes[0]
+
+
+def _buffer_bytes(reader: _Reader, buffer: int) -> tuple[int, int]:
+    """``(position, length)`` of a buffer's constant data, checked to lie inside the model."""
+    first, length = reader.vector(buffer, _BUFFER_DATA, item_size=1)
+    offset = reader.scalar(buffer, _BUFFER_OFFSET, "<Q")
+    size = reader.scalar(buffer, _BUFFER_SIZE, "<Q")
+    if offset > 1:  # data stored after the flatbuffer (models over 2 GB)
+        if offset + size > len(reader.data):
+            raise ModelCheckError(f"a buffer's data at offset {offset} runs past the end")
+        return offset, size
+    return first, length
+
+
+def _check_graph(
+    reader: _Reader, graph: int, number: int, opcodes: list[int], buffers: list[tuple[int, int]]
+) -> list[tuple[int, ...]]:
+    """Check one subgraph; returns the declared shapes of its tensors."""
+    where = f"subgraph {number}"
+    tensors = [_read_tensor(reader, table) for table in reader.tables(graph, _GRAPH_TENSORS)]
+    count = len(tensors)
+    written: set[int] = set()  # tensors that hold data at this point of the execution order
+    for i, tensor in enumerate(tensors):
+        _check_tensor(reader.data, tensor, f"{where}, tensor {i}", buffers)
+        if tensor.variable or buffers[tensor.buffer][1] > 0:
+            written.add(i)
+    inputs = reader.ints(graph, _GRAPH_INPUTS)
+    _check_indices(inputs, count, f"{where} inputs")
+    written.update(inputs)
+    fixed = set(written)  # inputs, constants and variables: no operator may write them
+    for op_number, op in enumerate(reader.tables(graph, _GRAPH_OPERATORS)):
+        at = f"{where}, operator {op_number}"
+        opcode = reader.scalar(op, _OP_OPCODE, "<I")
+        if opcode >= len(opcodes):
+            raise ModelCheckError(f"{at}: operator code {opcode} of {len(opcodes)}")
+        op_inputs = reader.ints(op, _OP_INPUTS)
+        allowed = OPTIONAL_INPUTS.get(opcodes[opcode], frozenset())
+        omitted = [n for n, t in enumerate(op_inputs) if t == -1 and n not in allowed]
+        if omitted:
+            raise ModelCheckError(
+                f"{at} (builtin {opcodes[opcode]}) omits input {omitted[0]}, which it needs"
+            )
+        op_inputs = [t for t in op_inputs if t != -1]
+        _check_indices(op_inputs, count, f"{at} inputs")
+        unwritten = [t for t in op_inputs if t not in written]
+        if unwritten:
+            raise ModelCheckError(f"{at} reads tensor {unwritten[0]} before anything writes it")
+        op_outputs = reader.ints(op, _OP_OUTPUTS)
+        _check_indices(op_outputs, count, f"{at} outputs")
+        for t in op_outputs:
+            if t in fixed:
+                raise ModelCheckError(f"{at} writes tensor {t}, an input, constant or variable")
+            if t in written:
+                raise ModelCheckError(f"{at} writes tensor {t}, which another operator writes")
+            written.add(t)
+    outputs = reader.ints(graph, _GRAPH_OUTPUTS)
+    _check_indices(outputs, count, f"{where} outputs")
+    unwritten = [t for t in outputs if t not in written]
+    if unwritten:
+        raise ModelCheckError(f"{where}: output tensor {unwritten[0]} is never written")
+    return [tensor.shape for tensor in tensors]
+
+
+def _read_tensor(reader: _Reader, table: int) -> _Tensor:
+    return _Tensor(
+        shape=tuple(reader.ints(table, _TENSOR_SHAPE)),
+        type=reader.scalar(table, _TENSOR_TYPE, "<b"),
+        buffer=reader.scalar(table, _TENSOR_BUFFER, "<I"),
+        variable=bool(reader.scalar(table, _TENSOR_IS_VARIABLE, "<B")),
+        sparse=reader.field(table, _TENSOR_SPARSITY) is not None,
+    )
+
+
+def _check_tensor(data: bytes, tensor: _Tensor, where: str, buffers: list[tuple[int, int]]) -> None:
+    if not 0 <= tensor.type < len(_TYPE_BITS):
+        raise ModelCheckError(f"{where}: unknown type {tensor.type}")
+    if tensor.buffer >= len(buffers):
+        raise ModelCheckError(f"{where}: buffer {tensor.buffer} of {len(buffers)}")
+    if any(n < 0 for n in tensor.shape):
+        raise ModelCheckError(f"{where}: negative dimension in shape {list(tensor.shape)}")
+    bits = _TYPE_BITS[tensor.type]
+    if not bits or tensor.sparse:
+        return
+    size = (math.prod(tensor.shape) * bits + 7) // 8
+    position, stored = buffers[tensor.buffer]
+    if stored and size != stored:
+        raise ModelCheckError(
+            f"{where}: shape {list(tensor.shape)} needs {size} bytes, its buffer holds {stored}"
+        )
+    dtype = _FLOAT_TYPES.get(tensor.type)
+    if stored and dtype is not None:
+        values = np.frombuffer(data, dtype=dtype, count=stored // dtype.itemsize, offset=position)
+        if not np.isfinite(values).all():
+            raise ModelCheckError(f"{where}: a float constant is NaN or infinite")
+    if not stored and size > MAX_ACTIVATION_BYTES:
+        raise ModelCheckError(
+            f"{where}: shape {list(tensor.shape)} declares {size} bytes (limit "
+            f"{MAX_ACTIVATION_BYTES})"
+        )
+
+
+def _check_indices(indices: list[int], count: int, where: str) -> None:
+    bad = [t for t in indices if not 0 <= t < count]
+    if bad:
+        raise ModelCheckError(f"{where}: tensor index {bad[0]} of {count}")
