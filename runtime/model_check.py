@@ -1,13 +1,17 @@
 """Checking a ``.tflite`` model's flatbuffer and graph before any interpreter reads it.
 
-TFLite interpreters trust the model's graph: an operator that writes a tensor another operator
-writes too, or that reads a tensor nothing has written, or a tensor whose declared size is
-absurd, makes the built-in kernels or the XNNPACK delegate write through a null pointer or
-allocate gigabytes (found by ``tests/test_runtime_corrupt_models.py``). :func:`check_model`
-refuses such models with :class:`ModelCheckError` before the bytes reach an interpreter:
+TFLite interpreters trust the model: ``tflite_runtime`` 2.14 parses the flatbuffer without
+verifying it (a corrupted vtable of an operator's options segfaults it), and both interpreters
+trust the graph (an operator that writes a tensor another operator writes too, that reads a
+tensor nothing has written, or a tensor whose declared size is absurd, makes the built-in kernels
+or the XNNPACK delegate write through a null pointer or allocate gigabytes; all found by
+``tests/test_runtime_corrupt_models.py``). :func:`check_model` refuses such models with
+:class:`ModelCheckError` before the bytes reach an interpreter:
 
-- the flatbuffer: the ``TFL3`` identifier, schema version 3, and every offset, vtable and vector
-  it follows inside the bytes (a bounds-checked reader, nothing read beyond the end);
+- the flatbuffer, as FlatBuffers' own verifier would check it: the ``TFL3`` identifier, then every
+  table, vtable, scalar field, string and vector reachable from the root through the schema
+  (``runtime/tflite_schema.py``, every operator's options included) lies inside the bytes, and
+  strings end with their terminator; schema version 3;
 - per subgraph: every tensor index (subgraph inputs and outputs, operator inputs and outputs,
   signatures) in range; every operator code index in range; every buffer index in range and
   every constant's data inside the file, exactly as large as its shape and type say;
@@ -22,9 +26,8 @@ refuses such models with :class:`ModelCheckError` before the bytes reach an inte
   NaN or infinite is a corruption; outside the few rows a probe event reads (an embedding row of
   one item) it would otherwise only show when a user meets that item.
 
-It reads only the fields named here (the TFLite schema, ``tensorflow/lite/schema/schema.fbs``)
-in Python, and the float constants with numpy: a few milliseconds for a model of a few hundred
-operators.
+Pure Python over the flatbuffer, numpy over the float constants: a few milliseconds for a model
+of a few hundred operators.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from pocketrec.runtime.tflite_schema import ROOT, TABLES, UNIONS
 
 MAX_ACTIVATION_BYTES = 64 << 20
 """Largest non-constant tensor a model may declare: a step model handles one event, so its
@@ -77,17 +82,21 @@ class ModelCheckError(ValueError):
     """The model's flatbuffer or graph is malformed (the message says where)."""
 
 
+_STRUCTS = {fmt: struct.Struct(fmt) for fmt in ("<b", "<B", "<H", "<i", "<I", "<Q")}
+
+
 class _Reader:
     """Bounds-checked reads of a little-endian flatbuffer."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
+        self.size = len(data)
 
     def _unpack(self, fmt: str, pos: int) -> int:
-        size = struct.calcsize(fmt)
-        if pos < 0 or pos + size > len(self.data):
-            raise ModelCheckError(f"offset {pos} is outside the {len(self.data)}-byte model")
-        value: int = struct.unpack_from(fmt, self.data, pos)[0]
+        unpacker = _STRUCTS[fmt]
+        if pos < 0 or pos + unpacker.size > self.size:
+            raise ModelCheckError(f"offset {pos} is outside the {self.size}-byte model")
+        value: int = unpacker.unpack_from(self.data, pos)[0]
         return value
 
     def field(self, table: int, index: int) -> int | None:
@@ -118,7 +127,7 @@ class _Reader:
             return 0, 0
         start = self.target(pos)
         length = self._unpack("<I", start)
-        if start + 4 + length * item_size > len(self.data):
+        if start + 4 + length * item_size > self.size:
             raise ModelCheckError(f"vector at offset {start} runs past the end of the model")
         return start + 4, length
 
@@ -129,6 +138,79 @@ class _Reader:
     def tables(self, table: int, index: int) -> list[int]:
         first, length = self.vector(table, index)
         return [self.target(first + 4 * i) for i in range(length)]
+
+    def table_slots(self, table: int) -> tuple[int, list[tuple[int, int]]]:
+        """Verify the table at ``table`` (its vtable and inline part inside the model); returns
+        its inline size and the ``(slot, offset)`` of each field it holds."""
+        vtable = table - self._unpack("<i", table)
+        size, inline = self._unpack("<H", vtable), self._unpack("<H", vtable + 2)
+        if size < 4 or size % 2 or vtable + size > self.size:
+            raise ModelCheckError(f"bad vtable at offset {vtable}")
+        if inline < 4 or table + inline > self.size:
+            raise ModelCheckError(f"the table at offset {table} runs past the end of the model")
+        offsets = struct.unpack_from(f"<{(size - 4) // 2}H", self.data, vtable + 4)
+        slots = [(slot, offset) for slot, offset in enumerate(offsets) if offset]
+        for slot, offset in slots:
+            if offset < 4 or offset >= inline:
+                raise ModelCheckError(f"field {slot} of the table at {table} is outside it")
+        return inline, slots
+
+    def vector_at(self, start: int, item_size: int) -> tuple[int, int]:
+        """``(first element position, length)`` of the vector at ``start``, checked to lie
+        inside the model."""
+        length = self._unpack("<I", start)
+        if start + 4 + length * item_size > self.size:
+            raise ModelCheckError(f"vector at offset {start} runs past the end of the model")
+        return start + 4, length
+
+    def string_at(self, start: int) -> None:
+        """Check the string at ``start``: inside the model, with its terminating zero."""
+        first, length = self.vector_at(start, 1)
+        if first + length >= self.size or self.data[first + length] != 0:
+            raise ModelCheckError(f"the string at offset {start} is not terminated")
+
+
+def _verify_flatbuffer(reader: _Reader) -> None:
+    """Walk every table reachable from the root through the schema (module docstring). Each
+    visit is budgeted (tables may be shared, the walk must stay linear in the model's size)."""
+    budget = len(reader.data) // 4 + 64
+    pending = [(reader.target(0), ROOT)]
+    while pending:
+        table, name = pending.pop()
+        budget -= 1
+        if budget < 0:
+            raise ModelCheckError("more table references than the model has room for")
+        inline, slots = reader.table_slots(table)
+        fields = TABLES[name]
+        for slot, offset in slots:
+            kind = fields.get(slot, 1)  # a field newer than the schema: at least one byte
+            size = kind if isinstance(kind, int) else 4
+            if offset + size > inline:
+                raise ModelCheckError(f"field {slot} of {name} at {table} runs past the table")
+            if isinstance(kind, int):
+                continue
+            target = reader.target(table + offset)
+            what, _, rest = kind.partition(":")
+            if what == "string":
+                reader.string_at(target)
+            elif what == "vector":
+                reader.vector_at(target, int(rest))
+            elif what in ("strings", "tables"):
+                first, length = reader.vector_at(target, 4)
+                budget -= length
+                for i in range(length):
+                    element = reader.target(first + 4 * i)
+                    if what == "strings":
+                        reader.string_at(element)
+                    else:
+                        pending.append((element, rest))
+            elif what == "table":
+                pending.append((target, rest))
+            else:  # a union: the table its type names (an unknown type is never read)
+                union, type_slot = rest.split(":")
+                member = UNIONS[union].get(reader.scalar(table, int(type_slot), "<B"))
+                if member is not None:
+                    pending.append((target, member))
 
 
 @dataclass(frozen=True)
@@ -147,6 +229,7 @@ def check_model(data: bytes) -> list[tuple[int, ...]]:
     if len(data) < 8 or data[4:8] != b"TFL3":
         raise ModelCheckError("not a TFLite flatbuffer (no TFL3 identifier)")
     reader = _Reader(data)
+    _verify_flatbuffer(reader)
     root = reader.target(0)
     version = reader.scalar(root, _MODEL_VERSION, "<I")
     if version != SCHEMA_VERSION:
