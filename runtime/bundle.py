@@ -38,7 +38,7 @@ import numpy.typing as npt
 from pocketrec.core import bundle as fmt
 from pocketrec.core.errors import BundleError, DataFormatError
 from pocketrec.core.idmap import IdMap
-from pocketrec.core.wire import id_problem
+from pocketrec.core.wire import first_id_problem
 from pocketrec.native import topk
 from pocketrec.native.int8 import Int8Items
 from pocketrec.runtime.step import StepModel
@@ -138,12 +138,14 @@ def _load_items(root: Path, manifest: fmt.Manifest) -> IdMap:
         items = IdMap.load(path)  # a JSON list of unique strings
     except DataFormatError as exc:
         raise BundleError(str(exc)) from None
+    except RecursionError:  # json: arrays nested thousands deep
+        raise BundleError(f"{path}: not a JSON list of ids (nested too deep)") from None
     if len(items) != manifest.num_items:
         raise BundleError(f"{path}: {len(items)} ids for {manifest.num_items} items")
-    for index, item_id in enumerate(items):
-        problem = id_problem(item_id)
-        if problem:
-            raise BundleError(f"{path}: the id of item {index} ({item_id!r}) {problem}")
+    bad = first_id_problem(items.ids)
+    if bad is not None:
+        index, problem = bad
+        raise BundleError(f"{path}: the id of item {index} ({items.id(index)!r}) {problem}")
     return items
 
 
@@ -153,7 +155,7 @@ def _load_titles(root: Path, manifest: fmt.Manifest) -> list[str | None] | None:
     path = root / fmt.ITEM_TITLES
     try:
         titles: Any = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(titles, list) or len(titles) != manifest.num_items:
         found = f"{len(titles)} titles" if isinstance(titles, list) else type(titles).__name__

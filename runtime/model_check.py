@@ -86,11 +86,13 @@ _STRUCTS = {fmt: struct.Struct(fmt) for fmt in ("<b", "<B", "<H", "<i", "<I", "<
 
 
 class _Reader:
-    """Bounds-checked reads of a little-endian flatbuffer."""
+    """Bounds-checked reads of a little-endian flatbuffer. A table's vtable is checked and
+    parsed once (:meth:`table_slots`) and remembered."""
 
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.size = len(data)
+        self._tables: dict[int, tuple[int, dict[int, int]]] = {}
 
     def _unpack(self, fmt: str, pos: int) -> int:
         unpacker = _STRUCTS[fmt]
@@ -99,17 +101,30 @@ class _Reader:
         value: int = unpacker.unpack_from(self.data, pos)[0]
         return value
 
+    def table_slots(self, table: int) -> tuple[int, dict[int, int]]:
+        """The table at ``table``, its vtable and inline part checked to lie inside the model:
+        its inline size and ``{slot: offset}`` of the fields it holds."""
+        known = self._tables.get(table)
+        if known is not None:
+            return known
+        vtable = table - self._unpack("<i", table)
+        size, inline = self._unpack("<H", vtable), self._unpack("<H", vtable + 2)
+        if size < 4 or size % 2 or vtable + size > self.size:
+            raise ModelCheckError(f"bad vtable at offset {vtable}")
+        if inline < 4 or table + inline > self.size:
+            raise ModelCheckError(f"the table at offset {table} runs past the end of the model")
+        offsets = struct.unpack_from(f"<{(size - 4) // 2}H", self.data, vtable + 4)
+        slots = {slot: offset for slot, offset in enumerate(offsets) if offset}
+        for slot, offset in slots.items():
+            if offset < 4 or offset >= inline:
+                raise ModelCheckError(f"field {slot} of the table at {table} is outside it")
+        self._tables[table] = inline, slots
+        return inline, slots
+
     def field(self, table: int, index: int) -> int | None:
         """Position of field ``index`` of the table at ``table``; ``None`` when absent."""
-        vtable = table - self._unpack("<i", table)
-        size = self._unpack("<H", vtable)
-        if size < 4 or size % 2:
-            raise ModelCheckError(f"bad vtable at offset {vtable}")
-        slot = 4 + 2 * index
-        if slot + 2 > size:
-            return None
-        offset = self._unpack("<H", vtable + slot)
-        return table + offset if offset else None
+        offset = self.table_slots(table)[1].get(index)
+        return None if offset is None else table + offset
 
     def scalar(self, table: int, index: int, fmt: str, default: int = 0) -> int:
         pos = self.field(table, index)
@@ -119,17 +134,18 @@ class _Reader:
         """Where the offset stored at ``pos`` points."""
         return pos + self._unpack("<I", pos)
 
-    def vector(self, table: int, index: int, item_size: int = 4) -> tuple[int, int]:
-        """``(first element position, length)`` of a vector field (``(0, 0)`` when absent),
-        checked to lie inside the model."""
-        pos = self.field(table, index)
-        if pos is None:
-            return 0, 0
-        start = self.target(pos)
+    def vector_at(self, start: int, item_size: int) -> tuple[int, int]:
+        """``(first element position, length)`` of the vector at ``start``, checked to lie
+        inside the model."""
         length = self._unpack("<I", start)
         if start + 4 + length * item_size > self.size:
             raise ModelCheckError(f"vector at offset {start} runs past the end of the model")
         return start + 4, length
+
+    def vector(self, table: int, index: int, item_size: int = 4) -> tuple[int, int]:
+        """``(first element position, length)`` of a vector field (``(0, 0)`` when absent)."""
+        pos = self.field(table, index)
+        return (0, 0) if pos is None else self.vector_at(self.target(pos), item_size)
 
     def ints(self, table: int, index: int) -> list[int]:
         first, length = self.vector(table, index)
@@ -138,30 +154,6 @@ class _Reader:
     def tables(self, table: int, index: int) -> list[int]:
         first, length = self.vector(table, index)
         return [self.target(first + 4 * i) for i in range(length)]
-
-    def table_slots(self, table: int) -> tuple[int, list[tuple[int, int]]]:
-        """Verify the table at ``table`` (its vtable and inline part inside the model); returns
-        its inline size and the ``(slot, offset)`` of each field it holds."""
-        vtable = table - self._unpack("<i", table)
-        size, inline = self._unpack("<H", vtable), self._unpack("<H", vtable + 2)
-        if size < 4 or size % 2 or vtable + size > self.size:
-            raise ModelCheckError(f"bad vtable at offset {vtable}")
-        if inline < 4 or table + inline > self.size:
-            raise ModelCheckError(f"the table at offset {table} runs past the end of the model")
-        offsets = struct.unpack_from(f"<{(size - 4) // 2}H", self.data, vtable + 4)
-        slots = [(slot, offset) for slot, offset in enumerate(offsets) if offset]
-        for slot, offset in slots:
-            if offset < 4 or offset >= inline:
-                raise ModelCheckError(f"field {slot} of the table at {table} is outside it")
-        return inline, slots
-
-    def vector_at(self, start: int, item_size: int) -> tuple[int, int]:
-        """``(first element position, length)`` of the vector at ``start``, checked to lie
-        inside the model."""
-        length = self._unpack("<I", start)
-        if start + 4 + length * item_size > self.size:
-            raise ModelCheckError(f"vector at offset {start} runs past the end of the model")
-        return start + 4, length
 
     def string_at(self, start: int) -> None:
         """Check the string at ``start``: inside the model, with its terminating zero."""
@@ -182,7 +174,7 @@ def _verify_flatbuffer(reader: _Reader) -> None:
             raise ModelCheckError("more table references than the model has room for")
         inline, slots = reader.table_slots(table)
         fields = TABLES[name]
-        for slot, offset in slots:
+        for slot, offset in slots.items():
             kind = fields.get(slot, 1)  # a field newer than the schema: at least one byte
             size = kind if isinstance(kind, int) else 4
             if offset + size > inline:

@@ -98,6 +98,17 @@ def _item_id_with_newline(root: Path) -> None:
     _json_list(root, fmt.ITEMS, lambda ids: [f"{ids[0]}\n", *ids[1:]])
 
 
+def _items_nested_deep(root: Path) -> None:
+    (root / fmt.ITEMS).write_text("[" * 100_000, encoding="utf-8")
+
+
+def _catalog_data_cut(root: Path) -> None:
+    """The catalog's header intact, its last row of data cut off."""
+    path = _catalog_path(root)  # the float32 catalog, or the int8 catalog's scales
+    row_bytes = 4 * (np.load(path).shape[1] if path.name == fmt.CATALOG else 1)
+    path.write_bytes(path.read_bytes()[:-row_bytes])
+
+
 def _titles_one_short(root: Path) -> None:
     _json_list(root, fmt.ITEM_TITLES, lambda titles: titles[:-1])
 
@@ -371,7 +382,9 @@ _CASES: dict[str, tuple[str, Callable[[Path], None]]] = {
     "items_one_short": (fmt.ITEMS, _items_one_short),
     "duplicate_item_id": (fmt.ITEMS, _duplicate_item_id),
     "item_id_with_newline": (fmt.ITEMS, _item_id_with_newline),
+    "items_nested_deep": (fmt.ITEMS, _items_nested_deep),
     "titles_one_short": (fmt.ITEM_TITLES, _titles_one_short),
+    "catalog_data_cut": ("catalog", _catalog_data_cut),
     "nan_in_catalog": ("catalog", _nan_in_catalog),
     "inf_in_initial_user": (fmt.INITIAL_USER, _inf_in_initial_user),
     "catalog_wider_than_model": (fmt.STEP_MODEL, _catalog_wider_than_model),

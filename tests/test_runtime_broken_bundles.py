@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,8 @@ from bundle_worker import BundleOpener
 
 from pocketrec import Recommender
 from pocketrec.core import bundle as fmt
-from pocketrec.core.bundle import verify_bundle
 from pocketrec.core.errors import BundleError
+from pocketrec.runtime.bundle import open_bundle
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "bundle_v1"
 ISSUE_CASES = ("truncated_step", "state_dim_off_by_one", "items_one_short")
@@ -52,7 +53,8 @@ def test_a_signed_but_broken_bundle_is_refused_naming_the_file(
     case: str, source: Path, opener: BundleOpener, tmp_path: Path
 ) -> None:
     broken = make_broken(source, tmp_path / "broken", case)
-    verify_bundle(broken)  # the manifest matches every file
+    manifest = fmt.read_manifest(broken)
+    assert all(fmt.file_entry(broken / name) == e for name, e in manifest.files.items())
     outcome = opener.open(broken)
     assert outcome.kind == "refused", outcome
     assert outcome.detail.startswith(f"{_named_file(broken, case)}: "), outcome.detail
@@ -68,6 +70,14 @@ def test_recommender_open_refuses_the_issue_cases(case: str, tmp_path: Path) -> 
 def test_the_good_bundles_pass_the_proof(opener: BundleOpener, runtime_bundles: Any) -> None:
     for bundle in (FIXTURE, runtime_bundles.f32, runtime_bundles.int8, runtime_bundles.v2):
         assert opener.open(bundle).kind == "loaded"
+
+
+def test_a_manifest_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(FIXTURE, broken)
+    (broken / fmt.MANIFEST).write_text("[" * 100_000, encoding="utf-8")
+    with pytest.raises(BundleError, match=f"^{re.escape(str(broken / fmt.MANIFEST))}: not valid"):
+        open_bundle(broken)
 
 
 def test_make_broken_refuses_an_unknown_case_and_an_existing_target(tmp_path: Path) -> None:
