@@ -40,7 +40,6 @@ import numpy.typing as npt
 
 from pocketrec.core.errors import BundleError
 from pocketrec.runtime.interpreter import INTERPRETER_ERRORS, interpreter_name, make_interpreter
-from pocketrec.runtime.model_check import ModelCheckError, check_model
 
 SIGNATURE = "step"
 
@@ -69,8 +68,6 @@ class StepModel:
             self._load(checked)
         except BundleError:
             raise
-        except ModelCheckError as exc:
-            raise BundleError(f"{source}: malformed model: {exc}") from None
         except INTERPRETER_ERRORS as exc:
             raise BundleError(
                 f"{source}: the interpreter cannot load or run it ({_describe(exc)})"
@@ -78,7 +75,13 @@ class StepModel:
 
     def _load(self, checked: bool) -> None:
         if not checked:  # the checks before the serving interpreters (module docstring)
-            declared = check_model(self._content)
+            # imported here, with its schema tables: `import pocketrec.runtime` stays light
+            from pocketrec.runtime.model_check import ModelCheckError, check_model
+
+            try:
+                declared = check_model(self._content)
+            except ModelCheckError as exc:
+                raise BundleError(f"{self._source}: malformed model: {exc}") from None
             builtin = make_interpreter(self._content, default_delegates=False)
             builtin.allocate_tensors()  # every node's Prepare
             self._check_shapes(declared, builtin)
