@@ -1,6 +1,7 @@
 """Broken bundles whose manifest still matches every file: what a compromised or buggy publisher
-could sign and ship. Every variant passes ``verify_bundle``'s length and SHA-256 checks (the
-manifest is re-hashed), so only ``open_bundle``'s proof can refuse it.
+could sign and ship. Every file's length and SHA-256 match the manifest (it is re-hashed), so
+only the checks beyond them (``.npy`` data lengths in ``verify_bundle``, then ``open_bundle``'s
+proof) can refuse it.
 
 Two ways to make one, both copying a good bundle directory ``source`` into a new ``target``:
 
