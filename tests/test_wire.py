@@ -81,3 +81,17 @@ def test_ids_are_checked_the_same_on_both_sides() -> None:
     for bad in ["", "a\x00b", "tab\there", "x" * (wire.MAX_ID_BYTES + 1), "\ud800"]:
         assert wire.id_problem(bad) is not None
     assert wire.id_problem("é" * (wire.MAX_ID_BYTES // 2)) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    values=st.lists(
+        st.text(max_size=6) | st.sampled_from(["", "a\x85b", "é" * 300, "\ud800", "£", "ok"]),
+        max_size=8,
+    )
+)
+def test_first_id_problem_is_id_problem_of_the_first_bad_id(values: list[str]) -> None:
+    expected = next(
+        ((i, wire.id_problem(v)) for i, v in enumerate(values) if wire.id_problem(v)), None
+    )
+    assert wire.first_id_problem(values) == expected
