@@ -191,8 +191,9 @@ class StepModel:
     def checked_step(
         self, item: int, event: int, state: npt.NDArray[np.float32]
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-        """:meth:`step` for a proof: an interpreter error or a non-finite output raises
-        :class:`BundleError` naming the model."""
+        """:meth:`step` with checks, for the proof and for every event the runtime applies: an
+        interpreter error or a non-finite output (weights that blow up on this item) raises
+        :class:`BundleError` naming the model, so it never becomes a user's state."""
         what = f"{self._source}: an event on item {item} (event type {event})"
         try:
             new_state, user = self.step(item, event, state)

@@ -109,7 +109,7 @@ class LiveUserState:
         if index is None:
             return None, self._state, self._user
         state = self._state if self._state is not None else served.initial_state()
-        new_state, user = served.step_model().step(index, event.event, state)
+        new_state, user = served.step_model().checked_step(index, event.event, state)
         return index, new_state, user
 
     def commit(self, event: ObservedEvent, advance: Advance) -> bool:
@@ -157,7 +157,7 @@ class LiveUserState:
         for event in self.recent:
             index = served.index(event.item_id)
             if index is not None:
-                state, user = model.step(index, event.event, state)
+                state, user = model.checked_step(index, event.event, state)
         self._state, self._user = (state, user) if user is not None else (None, None)
 
     def _record(self, event: ObservedEvent, index: int | None) -> None:
@@ -227,3 +227,4 @@ class LiveUserState:
             self._seen = np.zeros(served.num_items, dtype=bool)
             self._rejected = np.zeros(served.num_items, dtype=bool)
         return self._seen, self._rejected
+

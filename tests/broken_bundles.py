@@ -418,6 +418,33 @@ def make_broken(source: Path, target: Path, case: str) -> Path:
     return target
 
 
+def blow_up_item(source: Path, target: Path, index: int) -> Path:
+    """Copy the bundle ``source`` to ``target`` with the row ``index`` of the model's item
+    embedding table (the float32 ``[V >= num_items, E]`` constant) set to 3e38 and re-hash: a
+    model that passes the proof (it steps items 0 and N - 1) but whose output is not finite
+    for that item."""
+    shutil.copytree(source, target)
+    num_items = _manifest(target)["num_items"]
+    model = bytearray((target / fmt.STEP_MODEL).read_bytes())
+    fb = _FlatBuffer(bytes(model))
+    buffers = [fb.vector(b, _BUFFER_DATA) for b in fb.tables(fb.root(), _MODEL_BUFFERS)]
+    for tensor in fb.tables(_graph(fb), _GRAPH_TENSORS):
+        shape, kind = fb.vector(tensor, _TENSOR_SHAPE), fb.field(tensor, _TENSOR_TYPE)
+        buffer = fb.field(tensor, _TENSOR_BUFFER)
+        if shape is None or buffer is None or (kind is not None and model[kind] != _FLOAT32):
+            continue
+        dims = [fb.u32(shape[1] + 4 * i) for i in range(shape[2])]
+        data = buffers[fb.u32(buffer)]
+        table = len(dims) == 2 and dims[0] >= num_items
+        if table and data is not None and data[2] == dims[0] * dims[1] * 4:
+            row = data[1] + 4 * index * dims[1]
+            struct.pack_into(f"<{dims[1]}f", model, row, *([3e38] * dims[1]))
+            (target / fmt.STEP_MODEL).write_bytes(bytes(model))
+            rehash(target)
+            return target
+    raise AssertionError(f"{source}: no float32 item embedding table of {num_items}+ rows")
+
+
 # --------------------------------------------------------------------------- random corruption
 
 

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
-from broken_bundles import CASES, make_broken
+from broken_bundles import CASES, blow_up_item, make_broken
 from bundle_worker import BundleOpener
 
 from pocketrec import Recommender
@@ -87,3 +88,21 @@ def test_make_broken_refuses_an_unknown_case_and_an_existing_target(tmp_path: Pa
     with pytest.raises(FileExistsError):
         make_broken(FIXTURE, tmp_path / "b", "items_one_short")
     assert sorted(os.listdir(tmp_path)) == ["b"]
+
+
+def test_an_item_whose_weights_blow_up_is_refused_per_event(
+    runtime_bundles: Any, tmp_path: Path
+) -> None:
+    # passes the proof (it steps the first and last items), so only the event can catch it
+    bundle = blow_up_item(runtime_bundles.f32, tmp_path / "blown", 5)
+    ids = open_bundle(bundle).items.ids
+    with Recommender.open(bundle, db=tmp_path / "device.sqlite") as rec:
+        rec.observe(ids[0])
+        before = rec.user_vector()
+        with pytest.raises(BundleError, match=r"step\.tflite.*non-finite"):
+            rec.observe(ids[5])
+        assert np.array_equal(rec.user_vector(), before)  # not applied
+        assert len(rec.recommend(5)[0]) == 5
+        rec.observe(ids[1])  # the user goes on
+    with Recommender.open(bundle, db=tmp_path / "device.sqlite") as restarted:
+        assert restarted.info()["model_version"] == 1

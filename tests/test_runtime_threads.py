@@ -214,10 +214,10 @@ def test_a_call_in_flight_finishes_on_the_old_bundle(
             return model
 
         class Slow:
-            def step(self, *args: Any) -> Any:
+            def checked_step(self, *args: Any) -> Any:
                 entered.set()
                 release.wait(10)
-                return model.step(*args)
+                return model.checked_step(*args)
 
         return Slow()
 

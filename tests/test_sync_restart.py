@@ -4,42 +4,29 @@ next start — with and without an earlier bundle recorded in the store."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
 import pytest
+from broken_bundles import make_broken
 from conftest import BUNDLE_FIXTURE, SyncHarness, bundle_version
 
-from pocketrec.core.bundle import MANIFEST, file_entry
 from pocketrec.core.errors import BundleError
 from pocketrec.runtime import Recommender
 from pocketrec.runtime.sync.bundles import BundleUpdate
 from pocketrec.storage import Store
 
-BROKEN_CASES = ("truncated step.tflite", "state_dim off by one", "items.json one entry short")
+BROKEN_CASES = ("truncated_step", "state_dim_off_by_one", "items_one_short")
+"""The audit's correctly signed but broken bundles (``tests/broken_bundles.py``)."""
 
 
 def broken_copy(target: Path, case: str, model_version: int) -> Path:
-    """A copy of the fixture as ``model_version``, broken as ``case`` says, with every file's
-    length and SHA-256 in its manifest matching (what a buggy publisher would sign)."""
-    bundle_version(BUNDLE_FIXTURE, target, model_version)
-    manifest = json.loads((target / MANIFEST).read_text(encoding="utf-8"))
-    if case == "truncated step.tflite":
-        data = (target / "step.tflite").read_bytes()
-        (target / "step.tflite").write_bytes(data[: len(data) // 2])
-    elif case == "state_dim off by one":
-        manifest["state_dim"] += 1
-    elif case == "items.json one entry short":
-        items = json.loads((target / "items.json").read_text(encoding="utf-8"))
-        (target / "items.json").write_text(json.dumps(items[:-1]), encoding="utf-8")
-    else:
-        raise ValueError(case)
-    for name in manifest["files"]:
-        entry = file_entry(target / name)
-        manifest["files"][name] = {"bytes": entry.bytes, "sha256": entry.sha256}
-    (target / MANIFEST).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    return target
+    """The fixture as ``model_version``, broken as ``case`` says, its manifest's lengths and
+    SHA-256s matching (what a buggy publisher would sign)."""
+    source = bundle_version(
+        BUNDLE_FIXTURE, target.with_name(f"{target.name}-source"), model_version
+    )
+    return make_broken(source, target, case)
 
 
 def open_app(store: Store) -> Recommender:
