@@ -12,6 +12,9 @@ Commands:
   pocketrec keygen     write an Ed25519 key pair for signing bundles
   pocketrec publish    sign a bundle's manifest and make it the server's latest bundle
   pocketrec export-feedback  write the server's collected events as a CSV for `train`
+  pocketrec admin-token      write a token for the server's admin routes
+  pocketrec data       data requests: export or erase one device's (or user's) events
+  pocketrec retention  drop the server's events older than N days
 
 TensorFlow is imported only by `train` and `convert`; the server's packages only by the server
 commands.
@@ -188,6 +191,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         access_log=args.access_log,
+        admin_token_file=args.admin_token_file,
+        retention_days=args.retention_days,
     )
     serve(
         args.db, args.bundles, host=args.host, port=args.port, workers=args.workers,
@@ -220,6 +225,48 @@ def _cmd_device(args: argparse.Namespace) -> int:
         return 0
     finally:
         storage.close()
+
+
+def _cmd_admin_token(args: argparse.Namespace) -> int:
+    from pocketrec.server.admin import write_new_token
+
+    write_new_token(args.out)
+    print(f"admin token written to {args.out} (mode 0600); serve with --admin-token-file")
+    return 0
+
+
+def _cmd_data(args: argparse.Namespace) -> int:
+    from pocketrec.server import data_requests
+    from pocketrec.server.storage import open_storage
+
+    storage = open_storage(args.db)
+    try:
+        whose = f"device {args.device!r}" + (f", user {args.user!r}" if args.user else "")
+        if args.action == "export":
+            count = data_requests.export_to_file(storage, args.device, args.out, args.user)
+            print(f"wrote {count} events of {whose} to {args.out} (JSON lines)")
+        else:
+            count = data_requests.erase(storage, args.device, args.user)
+            print(f"erased {count} events of {whose}")
+    finally:
+        storage.close()
+    return 0
+
+
+def _cmd_retention(args: argparse.Namespace) -> int:
+    from pocketrec.server import data_requests
+    from pocketrec.server.storage import open_storage
+
+    storage = open_storage(args.db)
+    try:
+        done = data_requests.apply_retention(storage, args.days)
+    finally:
+        storage.close()
+    print(
+        f"dropped {done.events} events received more than {args.days:g} days ago "
+        f"({done.partitions} of them in whole partitions)"
+    )
+    return 0
 
 
 def _cmd_keygen(args: argparse.Namespace) -> int:
@@ -392,7 +439,41 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         default=True,
         help="one JSON line per request on stdout (default on)",
     )
+    srv.add_argument(
+        "--admin-token-file",
+        default=None,
+        help="the operator's token (`admin-token`) for the admin routes (data requests)",
+    )
+    srv.add_argument(
+        "--retention-days",
+        type=float,
+        default=None,
+        help="drop events received more than this many days ago, at start and then daily",
+    )
     srv.set_defaults(func=_cmd_serve)
+
+    adm = sub.add_parser("admin-token", help="write a new token for the server's admin routes")
+    adm.add_argument("--out", required=True, type=Path, help="file to create (mode 0600)")
+    adm.set_defaults(func=_cmd_admin_token)
+
+    data = sub.add_parser("data", help="data requests: export or erase a device's events")
+    requests = data.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (
+        ("export", "write the device's (or one user's) events as JSON lines"),
+        ("erase", "delete the device's (or one user's) events in one transaction"),
+    ):
+        req = requests.add_parser(action, help=text)
+        _add_db(req)
+        req.add_argument("--device", required=True, help="device id")
+        req.add_argument("--user", default=None, help="only this user of the device")
+        if action == "export":
+            req.add_argument("--out", required=True, type=Path, help="JSON lines file to write")
+    data.set_defaults(func=_cmd_data)
+
+    ret = sub.add_parser("retention", help="drop events older than a number of days")
+    _add_db(ret)
+    ret.add_argument("--days", required=True, type=float, help="keep this many days")
+    ret.set_defaults(func=_cmd_retention)
 
     dev = sub.add_parser("device", help="add, revoke or list the sync server's devices")
     actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -227,4 +227,3 @@ class LiveUserState:
             self._seen = np.zeros(served.num_items, dtype=bool)
             self._rejected = np.zeros(served.num_items, dtype=bool)
         return self._seen, self._rejected
-

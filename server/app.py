@@ -20,6 +20,11 @@ kind, "detail": text}`` (+ ``field`` for 413/422). The OpenAPI document
 - ``GET /v1/bundles/{version}/files/{name}`` → the file (200, or 206 for a ``Range: bytes=a-b``
   request, resumable; 416 for a range past the end); 404 for a name the manifest does not list or
   a version that is not a decimal integer below 2^63.
+- Admin routes (data requests), with ``Authorization: Bearer <admin token>``
+  (``pocketrec.server.admin``; 401 otherwise): ``GET /v1/admin/devices/{device_id}/events
+  [?user_id=U]`` → the device's (or its user's) events as JSON lines, streamed
+  (``pocketrec.server.data_requests``); ``DELETE`` on the same path erases them → 200
+  ``{"erased": n}``; 422 for an id that is not one.
 
 With a rate limit (``pocketrec.server.ratelimit``) an authenticated request over its device's
 budget gets 429 with ``Retry-After`` before its body is read. Each request is logged as one JSON
@@ -34,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -42,11 +48,13 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from pocketrec.core.errors import StorageError
+from pocketrec.server import data_requests
 from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
+from pocketrec.server.admin import AdminToken
 from pocketrec.server.auth import bearer_token
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
@@ -66,6 +74,10 @@ Handler = Callable[[Request, str], Awaitable[Response]]
 log = logging.getLogger("pocketrec.server")
 
 BUNDLE_FILE_ROUTE = "/v1/bundles/{version}/files/{name}"
+ADMIN_EVENTS_ROUTE = "/v1/admin/devices/{device_id}/events"
+ADMIN = "(admin)"
+"""What the access log shows as the device of an admin request."""
+NDJSON = "application/x-ndjson"
 PARSE_IN_THREAD_BYTES = 64 * 1024
 """Bodies at least this large are parsed in a worker thread, off the event loop."""
 READY_TIMEOUT = 2.0
@@ -95,6 +107,8 @@ def create_app(
     rate_limit: RateLimit | None = None,
     limits: TransportLimits | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    admin: AdminToken | None = None,
+    retention_days: float | None = None,
 ) -> Starlette:
     """The ASGI application serving ``storage`` and ``bundles``.
 
@@ -102,7 +116,9 @@ def create_app(
     ``rate_limit``: per-device request budget (none by default); ``limits``: its body timeout is
     applied (``pocketrec.server.transport``; the other limits act in the protocol);
     ``on_shutdown``: called once when the server shuts down (after in-flight requests finished),
-    e.g. to close the storage.
+    e.g. to close the storage; ``admin``: the operator's token for the admin routes (without it
+    they answer 401); ``retention_days``: drop events older than this at start and then daily
+    (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it).
     """
     limits = limits or TransportLimits()
     buckets = None if rate_limit is None else TokenBuckets(rate_limit)
@@ -200,6 +216,50 @@ def create_app(
             return error(404, "not_found", f"bundle {version} has no file {name!r}")
         return FileResponse(path, media_type="application/octet-stream")
 
+    def admin_only(
+        handler: Callable[[Request, str], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            if admin is None or not admin.matches(
+                bearer_token(request.headers.get("authorization"))
+            ):
+                detail = "missing or wrong admin token"
+                if admin is None:
+                    detail += " (this server was started without --admin-token-file)"
+                return error(401, "unauthorized", detail)
+            setattr(request.state, DEVICE_STATE, ADMIN)
+            return await handler(request, str(request.path_params["device_id"]))
+
+        return endpoint
+
+    async def export_device(request: Request, device_id: str) -> Response:
+        user_id = request.query_params.get("user_id")
+        try:
+            lines = data_requests.json_lines(storage, device_id, user_id)
+        except data_requests.InvalidId as exc:
+            return error(422, "schema", str(exc), field=exc.field)
+        return StreamingResponse(lines, media_type=NDJSON)
+
+    async def erase_device(request: Request, device_id: str) -> Response:
+        user_id = request.query_params.get("user_id")
+        try:
+            erased = await run_in_threadpool(data_requests.erase, storage, device_id, user_id)
+        except data_requests.InvalidId as exc:
+            return error(422, "schema", str(exc), field=exc.field)
+        log.info(
+            "data request: erased %d events of device %r (user %r)", erased, device_id, user_id
+        )
+        return JSONResponse({"erased": erased})
+
+    async def retention_loop(days: float) -> None:
+        while True:
+            try:
+                done = await run_in_threadpool(data_requests.apply_retention, storage, days)
+                log.info("retention (%s days): %d events dropped", days, done.events)
+            except StorageError as exc:  # the database is away: try again at the next round
+                log.warning("retention failed: %s", exc)
+            await asyncio.sleep(data_requests.DAY_SECONDS)
+
     async def body_timeout(_request: Request, exc: Exception) -> Response:
         reply = error(408, "timeout", str(exc))
         reply.headers["Connection"] = "close"
@@ -210,7 +270,14 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        task = (
+            None if retention_days is None else asyncio.create_task(retention_loop(retention_days))
+        )
         yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
@@ -223,6 +290,8 @@ def create_app(
         Route("/v1/events", authenticated(post_events), methods=["POST"]),
         Route("/v1/bundles/latest", authenticated(latest_bundle), methods=["GET"]),
         Route(BUNDLE_FILE_ROUTE, authenticated(bundle_file), methods=["GET"]),
+        Route(ADMIN_EVENTS_ROUTE, admin_only(export_device), methods=["GET"]),
+        Route(ADMIN_EVENTS_ROUTE, admin_only(erase_device), methods=["DELETE"]),
     ]
     return Starlette(
         routes=routes,

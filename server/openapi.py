@@ -115,6 +115,26 @@ SCHEMAS: dict[str, Any] = {
             "duplicates": {"type": "integer", "minimum": 0, "description": "stored before"},
         },
     },
+    "StoredEvent": {
+        "type": "object",
+        "required": ["event_id", "device_id", "user_id", "item_id", "event_type", "timestamp"],
+        "description": "One line of a data-request export (JSON lines)",
+        "properties": {
+            "event_id": {"type": "string", "format": "uuid"},
+            "device_id": {"type": "string"},
+            "seq": {"type": ["integer", "null"]},
+            "user_id": {"type": "string"},
+            "item_id": {"type": "string"},
+            "event_type": {"type": "string", "enum": list(EVENT_NAMES)},
+            "timestamp": {"type": "number"},
+            "context": {"type": ["object", "null"]},
+        },
+    },
+    "Erased": {
+        "type": "object",
+        "required": ["erased"],
+        "properties": {"erased": {"type": "integer", "minimum": 0}},
+    },
     "LatestBundle": {
         "type": "object",
         "required": ["model_version", "manifest", "signature"],
@@ -281,6 +301,55 @@ PATHS: dict[str, Any] = {
     },
 }  # fmt: skip
 
+_ADMIN_PARAMETERS = [
+    {
+        "name": "device_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1},
+        "example": "phone-1",
+    },
+    {
+        "name": "user_id",
+        "in": "query",
+        "required": False,
+        "schema": _ID,
+        "description": "Only this user of the device (a profile); all users without it",
+    },
+]
+_ADMIN_UNAUTHORIZED = _error("Missing or wrong admin token (or no --admin-token-file)")
+PATHS["/v1/admin/devices/{device_id}/events"] = {
+    "get": {
+        "operationId": "exportDeviceEvents",
+        "summary": "Data request: every stored event of a device (or one of its users)",
+        "tags": ["admin"],
+        "security": [{"adminToken": []}],
+        "parameters": _ADMIN_PARAMETERS,
+        "responses": {
+            "200": {
+                "description": "One StoredEvent per line, in arrival order (streamed)",
+                "content": {"application/x-ndjson": {"schema": _ref("StoredEvent")}},
+            },
+            "401": _ADMIN_UNAUTHORIZED,
+            "422": _error("Not a device or user id (`field` says which)"),
+            "503": _UNAVAILABLE,
+        },
+    },
+    "delete": {
+        "operationId": "eraseDeviceEvents",
+        "summary": "Data request: erase the events of a device (or one of its users)",
+        "tags": ["admin"],
+        "security": [{"adminToken": []}],
+        "parameters": _ADMIN_PARAMETERS,
+        "responses": {
+            "200": _json(_ref("Erased"), "Erased in one transaction"),
+            "401": _ADMIN_UNAUTHORIZED,
+            "422": _error("Not a device or user id (`field` says which)"),
+            "503": _UNAVAILABLE,
+        },
+    },
+}
+
 
 def document() -> dict[str, Any]:
     """The OpenAPI document (a fresh dict)."""
@@ -303,7 +372,14 @@ _DOCUMENT: dict[str, Any] = {
     "components": {
         "schemas": SCHEMAS,
         "headers": HEADERS,
-        "securitySchemes": {"deviceToken": {"type": "http", "scheme": "bearer"}},
+        "securitySchemes": {
+            "deviceToken": {"type": "http", "scheme": "bearer"},
+            "adminToken": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "The operator's token (`pocketrec serve --admin-token-file`)",
+            },
+        },
     },
 }
 

@@ -38,6 +38,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.supervisors import Multiprocess
 
 from pocketrec.server.access_log import ACCESS_LOGGER
+from pocketrec.server.admin import AdminToken
 from pocketrec.server.app import create_app
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
@@ -60,7 +61,9 @@ class ServerOptions:
     - ``rate_limit``: per-device request budget, ``None`` for none (``pocketrec.server.ratelimit``);
     - ``graceful_timeout``: seconds a shutdown waits for requests in flight;
     - ``ssl_certfile``/``ssl_keyfile``: serve HTTPS with this PEM certificate chain and key;
-    - ``access_log``: one JSON line per request on stdout (``pocketrec.server.access_log``).
+    - ``access_log``: one JSON line per request on stdout (``pocketrec.server.access_log``);
+    - ``admin_token_file``: the operator's token for the admin routes (``pocketrec.server.admin``);
+    - ``retention_days``: drop events received longer ago than this, at start and then daily.
     """
 
     limits: TransportLimits = field(default_factory=TransportLimits)
@@ -69,6 +72,8 @@ class ServerOptions:
     ssl_certfile: str | None = None
     ssl_keyfile: str | None = None
     access_log: bool = True
+    admin_token_file: str | None = None
+    retention_days: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 < self.graceful_timeout < 3600:
@@ -78,6 +83,15 @@ class ServerOptions:
         for path in (self.ssl_certfile, self.ssl_keyfile):
             if path is not None and not Path(path).is_file():
                 raise FileNotFoundError(f"no such TLS file: {path}")
+        self.admin_token()  # refuse a missing or weak token file before serving
+        if self.retention_days is not None and not 0 < self.retention_days < 1e6:
+            raise ValueError(f"retention_days must be > 0, got {self.retention_days}")
+
+    def admin_token(self) -> AdminToken | None:
+        """The admin token from ``admin_token_file`` (``None`` without one)."""
+        if self.admin_token_file is None:
+            return None
+        return AdminToken.from_file(self.admin_token_file)
 
     @property
     def tls(self) -> bool:
@@ -91,6 +105,8 @@ class ServerOptions:
             "ssl_certfile": self.ssl_certfile,
             "ssl_keyfile": self.ssl_keyfile,
             "access_log": self.access_log,
+            "admin_token_file": self.admin_token_file,
+            "retention_days": self.retention_days,
         }
 
     @classmethod
@@ -103,6 +119,8 @@ class ServerOptions:
             ssl_certfile=raw["ssl_certfile"],
             ssl_keyfile=raw["ssl_keyfile"],
             access_log=raw["access_log"],
+            admin_token_file=raw["admin_token_file"],
+            retention_days=raw["retention_days"],
         )
 
 
@@ -139,6 +157,8 @@ def build_app(db: str, bundles_dir: str, options: ServerOptions) -> Starlette:
         rate_limit=options.rate_limit,
         limits=options.limits,
         on_shutdown=shutdown,
+        admin=options.admin_token(),
+        retention_days=options.retention_days,
     )
 
 
@@ -311,6 +331,7 @@ class ServerThread:
                 faults=self.faults,
                 rate_limit=options.rate_limit,
                 limits=options.limits,
+                admin=options.admin_token(),
             )
             config = ServerConfig(
                 app,

@@ -57,7 +57,7 @@ def test_every_route_is_documented_and_every_documented_operation_exists(
         (path, method) for path, operations in document()["paths"].items() for method in operations
     }
     assert served == documented
-    assert len(served) == 8
+    assert len(served) == 10
 
 
 def test_the_document_is_served_and_declares_the_wire_limits(sync_server: SyncHarness) -> None:
