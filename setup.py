@@ -41,10 +41,18 @@ setup(
         "ai-edge-litert>=1.0; platform_system != 'Windows'",
     ],
     extras_require={
-        "convert": ["tensorflow-cpu>=2.16"],
-        "server": ["starlette>=0.40", "uvicorn>=0.30", "cryptography>=42"],
+        # pyarrow: `pocketrec train --data` reads a Parquet feedback export
+        "convert": ["tensorflow-cpu>=2.16", "pyarrow>=15"],
+        # pyarrow: `pocketrec export-feedback --format parquet`
+        "server": ["starlette>=0.40", "uvicorn>=0.30", "cryptography>=42", "pyarrow>=15"],
         # `pocketrec demo`: trains, serves and plots the whole loop
-        "demo": ["tensorflow-cpu>=2.16", "starlette>=0.40", "uvicorn>=0.30", "matplotlib>=3.8"],
+        "demo": [
+            "tensorflow-cpu>=2.16",
+            "starlette>=0.40",
+            "uvicorn>=0.30",
+            "matplotlib>=3.8",
+            "pyarrow>=15",
+        ],
         "dev": [
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
@@ -52,6 +60,9 @@ setup(
             "starlette>=0.40",
             "uvicorn>=0.30",
             "matplotlib>=3.8",
+            # the Parquet export and its readers (a feature job reads it with DuckDB)
+            "pyarrow>=15",
+            "duckdb>=1.0",
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",

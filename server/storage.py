@@ -30,6 +30,9 @@ from pocketrec.server.validation import EventRecord
 
 SCHEMA_VERSION = 1
 
+FETCH_ROWS = 2_000
+"""Rows :meth:`SqliteFeedbackStorage.iter_events` fetches from SQLite at a time."""
+
 _SCHEMA = (
     """
     CREATE TABLE IF NOT EXISTS devices (
@@ -69,7 +72,9 @@ class Device:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event as the server stored it (``timestamp`` in seconds since the epoch)."""
+    """An event as the server stored it (``timestamp``, the device's event time, and
+    ``received_at``, when the server stored it, in seconds since the epoch, UTC; ``context``
+    compact JSON text or ``None``)."""
 
     event_id: str
     device_id: str
@@ -79,6 +84,13 @@ class StoredEvent:
     event_type: str
     timestamp: float
     context: str | None
+    received_at: float
+
+    @property
+    def training_user(self) -> str:
+        """The user as training reads it, ``<device_id>/<user_id>``: the same profile name on
+        two devices is two people."""
+        return f"{self.device_id}/{self.user_id}"
 
 
 class FeedbackStorage(Protocol):
@@ -107,7 +119,9 @@ class FeedbackStorage(Protocol):
         ...
 
     def iter_events(self) -> Iterator[StoredEvent]:
-        """Every stored event in arrival order."""
+        """Every stored event in arrival order, streamed: memory stays bounded however many
+        are stored, and the events are one consistent snapshot (those stored while the
+        iteration runs may or may not be included, never half a batch)."""
         ...
 
     def count_events(self) -> int:
@@ -129,6 +143,7 @@ class SqliteFeedbackStorage:
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 5.0) -> None:
         """Open (creating) the database at ``path``; ``busy_timeout`` in seconds."""
         self.path = Path(path)
+        self._busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(
             self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
@@ -207,14 +222,24 @@ class SqliteFeedbackStorage:
             return self._conn.total_changes - before
 
     def iter_events(self) -> Iterator[StoredEvent]:
-        """See :meth:`FeedbackStorage.iter_events` (a snapshot read in one query)."""
-        with self._lock:
-            rows = self._conn.execute(
-                "SELECT event_id, device_id, seq, user_id, item_id, event_type, ts, context "
-                "FROM events ORDER BY id"
-            ).fetchall()
-        for row in rows:
-            yield StoredEvent(*row)
+        """See :meth:`FeedbackStorage.iter_events`.
+
+        Reads through a connection of its own in one read transaction (a WAL snapshot), fetching
+        :data:`FETCH_ROWS` rows at a time, so neither intake nor the server's lock waits on a
+        long export. The connection closes when the iterator is exhausted or closed.
+        """
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None)
+        try:
+            conn.execute("BEGIN")
+            cursor = conn.execute(
+                "SELECT event_id, device_id, seq, user_id, item_id, event_type, ts, context, "
+                "received_at FROM events ORDER BY id"
+            )
+            while rows := cursor.fetchmany(FETCH_ROWS):
+                for row in rows:
+                    yield StoredEvent(*row)
+        finally:
+            conn.close()
 
     def count_events(self) -> int:
         """See :meth:`FeedbackStorage.count_events`."""
