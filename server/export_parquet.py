@@ -33,13 +33,24 @@ rows are in arrival order; ``arrival`` restores the global order (``pocketrec tr
 it, so the Parquet and CSV exports of one server load to identical interactions).
 
 Memory: :meth:`FeedbackStorage.iter_events` yields arrival order, where a phone that was offline
-uploads days of events at once, so days interleave. Each batch of :data:`BATCH_ROWS` events is
-grouped by day and converted to Arrow per day; a day's rows wait until :data:`ROW_GROUP_ROWS` are
-pending (then one row group is written), and when more than :data:`PENDING_ROWS` wait over all
-days the largest day is written. At most :data:`MAX_OPEN_FILES` files are open: the least recently
-written one is closed, and a later row of its day starts its next ``part-NNNNN`` file. Memory
-thus stays bounded whatever the order; the number of files grows only when more than
-``MAX_OPEN_FILES`` days interleave.
+uploads days of events at once, so days interleave. Two passes keep memory bounded whatever the
+order and still give each day large row groups:
+
+1. *spill*: each batch of :data:`BATCH_ROWS` events is grouped by day and converted to Arrow per
+   day; a day's rows wait until :data:`SPILL_ROWS` are pending over all days, then the largest
+   day is appended to its spill file (``.spill/`` in the staging folder, lz4, no dictionaries)
+   as one row group; at most :data:`MAX_OPEN_FILES` are open (the least recently written one is
+   closed; its day's next rows start another spill file);
+2. *compact*: day by day, the spill files are read back in order and rewritten as
+   ``part-NNNNN.parquet`` (zstd, dictionaries for repeated columns) with row groups of
+   :data:`ROW_GROUP_ROWS` rows (the last one of a file smaller), at most :data:`FILE_ROWS` rows
+   a file; then the spill files are deleted.
+
+Peak memory is one pass's buffers (``SPILL_ROWS`` or ``ROW_GROUP_ROWS`` rows of Arrow data), not
+the number of events; the spill costs a second write and read of the data (the staging folder
+holds at most about twice the export's size while it runs). ``pocketrec export-feedback`` also
+gives pyarrow the C library's allocator (``ARROW_DEFAULT_MEMORY_POOL=system``): pyarrow's default,
+mimalloc, keeps freed buffers, ~20 MB more at the peak of a 1M-event export.
 """
 
 from __future__ import annotations
@@ -67,16 +78,20 @@ MARKER = "_pocketrec_export.json"
 PARTITION = "day"
 BATCH_ROWS = 2_048
 """Events read and grouped by day at a time."""
-ROW_GROUP_ROWS = 32_768
-"""Rows per Parquet row group (fewer when memory forces a day out early, or at the end)."""
-PENDING_ROWS = ROW_GROUP_ROWS
-"""Most rows held in memory, over all days, before the largest day is written."""
-MAX_OPEN_FILES = 16
-"""Most Parquet files open at once."""
+SPILL_ROWS = 32_768
+"""Most rows held in memory, over all days, during the spill pass."""
+MAX_OPEN_FILES = 64
+"""Most spill files open at once."""
+ROW_GROUP_ROWS = 65_536
+"""Rows per row group of the exported files."""
+FILE_ROWS = 64 * ROW_GROUP_ROWS
+"""Most rows per exported file (a larger day gets several ``part-NNNNN`` files)."""
 COMPRESSION = "zstd"
+SPILL_COMPRESSION = "lz4"
+SPILL = ".spill"
 DICTIONARY_COLUMNS = ("device_id", "user_id", "user", "item_id", "event_type")
 """Columns whose values repeat, dictionary-encoded; the others (unique ids, times, contexts)
-are not: a dictionary encoder's table for them costs memory per open file and saves nothing."""
+are not: a dictionary encoder's table for them costs memory and saves nothing."""
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
@@ -144,18 +159,17 @@ def check_replaceable(out: Path) -> None:
 
 @dataclass
 class _Day:
-    """The rows of one day waiting to be written, and its open file."""
+    """One day's rows waiting to be spilled, its open spill file and the spill files so far."""
 
     name: str
     pending: list[pa.RecordBatch] = field(default_factory=list)
     rows: int = 0
     writer: pq.ParquetWriter | None = None
-    parts: int = 0
-    files: list[str] = field(default_factory=list)
+    spills: list[Path] = field(default_factory=list)
 
 
-class _PartitionedWriter:
-    """Appends Arrow batches per day and writes them as row groups in bounded memory."""
+class _Spiller:
+    """Pass 1: appends Arrow batches per day, spilling them to files in bounded memory."""
 
     def __init__(self, root: Path, schema: pa.Schema) -> None:
         self.root = root
@@ -171,12 +185,10 @@ class _PartitionedWriter:
         day.pending.append(batch)
         day.rows += batch.num_rows
         self.pending += batch.num_rows
-        if day.rows >= ROW_GROUP_ROWS:
-            self._write(day)
-        while self.pending > PENDING_ROWS:
-            self._write(max(self.days.values(), key=lambda d: d.rows))
+        while self.pending > SPILL_ROWS:
+            self._spill(max(self.days.values(), key=lambda d: d.rows))
 
-    def _write(self, day: _Day) -> None:
+    def _spill(self, day: _Day) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -184,16 +196,10 @@ class _PartitionedWriter:
             if len(self.open) >= MAX_OPEN_FILES:
                 _name, oldest = self.open.popitem(last=False)
                 self._close(oldest)
-            folder = self.root / f"{PARTITION}={day.name}"
-            folder.mkdir(exist_ok=True)
-            path = folder / f"part-{day.parts:05d}.parquet"
-            day.parts += 1
-            day.files.append(str(path.relative_to(self.root)))
+            path = self.root / f"{day.name}.{len(day.spills)}.parquet"
+            day.spills.append(path)
             day.writer = pq.ParquetWriter(
-                path,
-                self.schema,
-                compression=COMPRESSION,
-                use_dictionary=list(DICTIONARY_COLUMNS),
+                path, self.schema, compression=SPILL_COMPRESSION, use_dictionary=False
             )
         self.open[day.name] = day
         self.open.move_to_end(day.name)
@@ -207,19 +213,66 @@ class _PartitionedWriter:
             day.writer.close()
             day.writer = None
 
-    def finish(self) -> list[str]:
-        """Write what is pending, close every file; the files written, relative to the root."""
-        for day in sorted(self.days.values(), key=lambda d: d.name):
+    def finish(self) -> list[_Day]:
+        """Spill what is pending and close every file; the days, by name."""
+        for day in self.days.values():
             if day.rows:
-                self._write(day)
+                self._spill(day)
         self.close()
-        return sorted(f for day in self.days.values() for f in day.files)
+        return sorted(self.days.values(), key=lambda d: d.name)
 
     def close(self) -> None:
-        """Close every open file (also after a failure)."""
+        """Close every open spill file (also after a failure)."""
         for day in self.open.values():
             self._close(day)
         self.open.clear()
+
+
+def _compact(day: _Day, folder: Path, schema: pa.Schema) -> list[Path]:
+    """Pass 2: rewrite a day's spill files, in order, as ``part-NNNNN.parquet`` files in
+    ``folder`` with row groups of :data:`ROW_GROUP_ROWS` rows; delete the spill files. Returns
+    the files written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir()
+    written: list[Path] = []
+    writer: pq.ParquetWriter | None = None
+    in_file = 0
+
+    def write(table: pa.Table) -> None:
+        nonlocal writer, in_file
+        if writer is None or in_file + table.num_rows > FILE_ROWS:
+            if writer is not None:
+                writer.close()
+            written.append(folder / f"part-{len(written):05d}.parquet")
+            writer = pq.ParquetWriter(
+                written[-1], schema, compression=COMPRESSION,
+                use_dictionary=list(DICTIONARY_COLUMNS),
+            )  # fmt: skip
+            in_file = 0
+        writer.write_table(table, row_group_size=max(1, table.num_rows))
+        in_file += table.num_rows
+
+    try:
+        pending: list[pa.RecordBatch] = []
+        rows = 0
+        for spill in day.spills:
+            for batch in pq.ParquetFile(spill).iter_batches(BATCH_ROWS, use_threads=False):
+                pending.append(batch)
+                rows += batch.num_rows
+                while rows >= ROW_GROUP_ROWS:
+                    table = pa.Table.from_batches(pending, schema=schema)
+                    write(table.slice(0, ROW_GROUP_ROWS))
+                    rest = table.slice(ROW_GROUP_ROWS)
+                    pending, rows = rest.to_batches(), rest.num_rows
+            spill.unlink()
+        if rows:
+            write(pa.Table.from_batches(pending, schema=schema))
+    finally:
+        if writer is not None:
+            writer.close()
+    return written
 
 
 def _runs_by_day(
@@ -266,21 +319,28 @@ def write_parquet(events: Iterable[StoredEvent], staging: Path) -> int:
     import pyarrow.parquet as pq
 
     schema = arrow_schema()
-    writer = _PartitionedWriter(staging, schema)
+    spill = staging / SPILL
+    spill.mkdir()
+    spiller = _Spiller(spill, schema)
     rows = 0
     try:
-        for day, run in _runs_by_day(events):
-            writer.add(day, _record_batch(run, schema))
+        for name, run in _runs_by_day(events):
+            spiller.add(name, _record_batch(run, schema))
             rows += len(run)
-        files = writer.finish()
+        days = spiller.finish()
     finally:
-        writer.close()
+        spiller.close()
+    files: list[str] = []
+    for day in days:
+        written = _compact(day, staging / f"{PARTITION}={day.name}", schema)
+        files += [str(path.relative_to(staging)) for path in written]
+    spill.rmdir()
     pq.write_metadata(schema, staging / SCHEMA_FILE)
     marker = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "rows": rows,
-        "days": len(writer.days),
+        "days": len(days),
         "files": files,
         "partitioning": f"hive: {PARTITION}=YYYY-MM-DD (UTC date of event_time)",
         "written_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
