@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -223,10 +222,9 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_feedback(args: argparse.Namespace) -> int:
-    # pyarrow's default allocator (mimalloc) keeps freed row groups: ~30 MB more at the peak
-    # of a 1M-event Parquet export. Read when pyarrow first allocates, so set before any import.
-    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-    from pocketrec.server.export import export_feedback
+    from pocketrec.server.export import export_feedback, use_lean_allocators
+
+    use_lean_allocators()  # before pyarrow is imported
     from pocketrec.server.storage import SqliteFeedbackStorage
 
     storage = SqliteFeedbackStorage(args.db)

@@ -17,9 +17,11 @@ replaces the export.
 from __future__ import annotations
 
 import csv
+import ctypes
 import glob
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from pocketrec.core.files import install_directory, install_file
@@ -28,6 +30,28 @@ from pocketrec.server.storage import FeedbackStorage
 HEADER = ("user", "item", "timestamp", "event")
 FORMATS: tuple[str, ...] = ("csv", "parquet")
 _STAGING_PREFIX = ".{name}.staging-"  # + the pid of the exporting process
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter (malloc.h)
+_MMAP_THRESHOLD_BYTES = 128 * 1024
+
+
+def use_lean_allocators() -> None:
+    """Process-wide allocator settings for a long export (the command line calls this first;
+    it must run before pyarrow allocates anything):
+
+    - pyarrow gets the C library's allocator (``ARROW_DEFAULT_MEMORY_POOL=system``): its default,
+      mimalloc, keeps freed buffers (~20 MB more at the peak of a 1M-event Parquet export);
+    - glibc serves every allocation of 128 KiB or more with its own mapping, returned to the
+      system when freed (``mallopt(M_MMAP_THRESHOLD)``): otherwise the threshold grows after the
+      first large frees and row groups are carved from a heap that fragments (~15 MB more).
+
+    Elsewhere than Linux/glibc the second is skipped."""
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL("libc.so.6")
+        except OSError:
+            return
+        libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)
 
 
 def export_feedback(

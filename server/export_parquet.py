@@ -82,9 +82,9 @@ SPILL_ROWS = 32_768
 """Most rows held in memory, over all days, during the spill pass."""
 MAX_OPEN_FILES = 64
 """Most spill files open at once."""
-ROW_GROUP_ROWS = 65_536
+ROW_GROUP_ROWS = 32_768
 """Rows per row group of the exported files."""
-FILE_ROWS = 64 * ROW_GROUP_ROWS
+FILE_ROWS = 128 * ROW_GROUP_ROWS
 """Most rows per exported file (a larger day gets several ``part-NNNNN`` files)."""
 COMPRESSION = "zstd"
 SPILL_COMPRESSION = "lz4"
@@ -258,8 +258,10 @@ def _compact(day: _Day, folder: Path, schema: pa.Schema) -> list[Path]:
         pending: list[pa.RecordBatch] = []
         rows = 0
         for spill in day.spills:
-            for batch in pq.ParquetFile(spill).iter_batches(BATCH_ROWS, use_threads=False):
-                pending.append(batch)
+            spilled = pq.ParquetFile(spill)
+            for group in range(spilled.num_row_groups):  # one at a time: iter_batches keeps more
+                batch = spilled.read_row_group(group, use_threads=False)
+                pending += batch.to_batches()
                 rows += batch.num_rows
                 while rows >= ROW_GROUP_ROWS:
                     table = pa.Table.from_batches(pending, schema=schema)
