@@ -2,8 +2,8 @@
 
 Fills a SQLite server database (``SqliteFeedbackStorage.insert_events``, the same call the
 ``POST /v1/events`` route makes) with a synthetic fleet once, then runs the export command
-``--repeats`` times per format and prints, per format, the median peak resident memory and wall
-seconds as a markdown table, with the number of Parquet files.
+``--repeats`` times per format and prints, per format, the median peak resident memory, wall and
+CPU seconds as a markdown table, with the number of Parquet files and their row groups' size.
 
 The fleet: ``--devices`` phones (1-3 profiles each) log events over ``--days`` days (20,000
 items, power-law popularity; 30% with a context object); ``--arrival sync`` (default) uploads them
@@ -137,6 +137,7 @@ def fill(db: Path, events: int, devices: int, days: int, arrival: str, seed: int
 class Run:
     peak_rss_mb: float
     seconds: float
+    cpu_seconds: float  # user + system: less sensitive than wall time to a busy shared machine
 
 
 def export_once(db: Path, out: Path, fmt: str) -> Run:
@@ -153,10 +154,18 @@ def export_once(db: Path, out: Path, fmt: str) -> Run:
     seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} exited with {done.returncode}: {done.stderr}")
-    peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
-    if peak is None:
-        raise RuntimeError(f"no peak memory in the output of {TIME} -v: {done.stderr}")
-    return Run(int(peak.group(1)) / 1024, seconds)
+    found = {
+        key: re.search(pattern, done.stderr)
+        for key, pattern in (
+            ("peak", r"Maximum resident set size \(kbytes\): (\d+)"),
+            ("user", r"User time \(seconds\): ([\d.]+)"),
+            ("system", r"System time \(seconds\): ([\d.]+)"),
+        )
+    }
+    values = {key: float(match.group(1)) for key, match in found.items() if match is not None}
+    if len(values) != len(found):
+        raise RuntimeError(f"unexpected output of {TIME} -v: {done.stderr}")
+    return Run(values["peak"] / 1024, seconds, values["user"] + values["system"])  # KiB -> MiB
 
 
 def main() -> None:
@@ -177,19 +186,20 @@ def main() -> None:
     if not db.is_file():
         fill(db, args.events, args.devices, args.days, args.arrival, args.seed)
     print(f"database: {db} ({db.stat().st_size / 1e6:.0f} MB)")
-    print("| format | events | peak RSS, MB (median; min-max) | seconds (median; min-max) | files "
-          "| rows per row group (median) |")  # fmt: skip
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| format | events | peak RSS, MiB (median; min-max) | wall s (median; min-max) "
+          "| CPU s (median) | files | rows per row group (median) |")  # fmt: skip
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for fmt in args.formats.split(","):
         out = args.dir / f"export-{fmt}"
         runs = [export_once(db, out, fmt) for _ in range(args.repeats)]
         rss = [r.peak_rss_mb for r in runs]
         secs = [r.seconds for r in runs]
+        cpu = statistics.median(r.cpu_seconds for r in runs)
         files, group_rows = _layout(out) if fmt == "parquet" else (1, "-")
         print(
             f"| {fmt} | {args.events:,} | {statistics.median(rss):.0f} ({min(rss):.0f}-"
             f"{max(rss):.0f}) | {statistics.median(secs):.1f} ({min(secs):.1f}-{max(secs):.1f}) "
-            f"| {files} | {group_rows} |",
+            f"| {cpu:.1f} | {files} | {group_rows} |",
             flush=True,
         )
 

@@ -361,9 +361,9 @@ def big_server(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 BIG = 250_000
 """Events in the memory test's database. Measured: an export that holds them all (the old
-``fetchall``) peaks 144 MB (CSV) and 160 MB (Parquet) above an export of none; the streaming
-exports 4 MB and 21 MB above it."""
-GROWTH_BOUND_MB = 80
+``fetchall``) peaks 144 MiB (CSV) and 160 MiB (Parquet) above an export of none; the streaming
+exports 4 MiB and 21 MiB above it."""
+GROWTH_BOUND_MIB = 80
 """Most extra peak memory an export of :data:`BIG` events may take over an export of none."""
 
 
@@ -381,8 +381,8 @@ the peak of this program alone; ``ru_maxrss`` of a child would also count the fo
 test process before ``exec``)."""
 
 
-def peak_rss_mb(db: Path, out: Path, fmt: str) -> float:
-    """Peak resident memory (MB) of ``pocketrec export-feedback`` run as a child process."""
+def peak_rss_mib(db: Path, out: Path, fmt: str) -> float:
+    """Peak resident memory (MiB) of ``pocketrec export-feedback`` run as a child process."""
     args = ["export-feedback", "--db", str(db), "--out", str(out), "--format", fmt]
     done = subprocess.run(
         [sys.executable, "-c", PEAK_CHILD, *args], capture_output=True, text=True, check=False
@@ -397,11 +397,11 @@ def test_export_memory_does_not_grow_with_the_number_of_events(
     big_server: tuple[Path, Path], tmp_path: Path, fmt: str
 ) -> None:
     big, empty = big_server
-    baseline = peak_rss_mb(empty, tmp_path / "empty-export", fmt)
-    peak = peak_rss_mb(big, tmp_path / "export", fmt)
-    assert peak - baseline < GROWTH_BOUND_MB, (
-        f"{fmt} export of {BIG:,} events peaked at {peak:.0f} MB, {peak - baseline:.0f} MB "
-        f"above an empty export's {baseline:.0f} MB"
+    baseline = peak_rss_mib(empty, tmp_path / "empty-export", fmt)
+    peak = peak_rss_mib(big, tmp_path / "export", fmt)
+    assert peak - baseline < GROWTH_BOUND_MIB, (
+        f"{fmt} export of {BIG:,} events peaked at {peak:.0f} MiB, {peak - baseline:.0f} MiB "
+        f"above an empty export's {baseline:.0f} MiB"
     )
     data, report = load(tmp_path / "export")
     assert report.clean
