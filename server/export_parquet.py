@@ -65,6 +65,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pocketrec.core.loaders import ARRIVAL_COLUMN, SCHEMA_FILE
+from pocketrec.core.optional import import_optional
 from pocketrec.server.storage import StoredEvent
 
 if TYPE_CHECKING:
@@ -317,8 +318,9 @@ def _record_batch(rows: list[tuple[StoredEvent, int, int]], schema: pa.Schema) -
 
 def write_parquet(events: Iterable[StoredEvent], staging: Path) -> int:
     """Write ``events`` (in arrival order) into the empty folder ``staging`` in the layout of the
-    module docstring; returns the number of rows. The caller installs the folder atomically."""
-    import pyarrow.parquet as pq
+    module docstring; returns the number of rows. The caller installs the folder atomically.
+    :class:`~pocketrec.core.errors.MissingDependencyError` when pyarrow is not installed."""
+    pq = import_optional("pyarrow.parquet", "server", "the Parquet export")
 
     schema = arrow_schema()
     spill = staging / SPILL

@@ -496,3 +496,40 @@ def test_pyarrow_is_imported_only_by_what_needs_it() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_without_pyarrow_parquet_fails_with_the_extra_to_install(
+    fed_server: SyncHarness, tmp_path: Path
+) -> None:
+    parquet = tmp_path / "feedback"
+    assert main(["export-feedback", "--db", str(fed_server.db), "--out", str(parquet),
+                 "--format", "parquet"]) == 0  # fmt: skip
+    code = (
+        "import sys\n"
+        "class NoPyarrow:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'pyarrow':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoPyarrow())\n"
+        "from pocketrec.cli import main\n"
+        "from pocketrec.core import load\n"
+        "from pocketrec.core.errors import MissingDependencyError\n"
+        "try:\n"
+        "    load(sys.argv[3])\n"
+        "except MissingDependencyError as exc:\n"
+        "    print(exc)\n"
+        "sys.exit(main(['export-feedback', '--db', sys.argv[1], '--out', sys.argv[2],\n"
+        "               '--format', 'parquet']))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(fed_server.db), str(tmp_path / "again"), str(parquet)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert "reading Parquet needs pyarrow" in done.stdout
+    assert "pip install 'pocketrec[convert]'" in done.stdout
+    assert done.returncode == 2, done.stderr
+    assert "the Parquet export needs pyarrow" in done.stderr
+    assert "pip install 'pocketrec[server]'" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "again").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["feedback", "server"]
