@@ -41,12 +41,15 @@ setup(
         "ai-edge-litert>=1.0; platform_system != 'Windows'",
     ],
     extras_require={
-        "convert": ["tensorflow-cpu>=2.16"],
+        # pyarrow: `pocketrec train --data` reads a Parquet feedback export
+        "convert": ["tensorflow-cpu>=2.16", "pyarrow>=15"],
+        # pyarrow: `pocketrec export-feedback --format parquet`
         "server": [
             "starlette>=0.40",
             "uvicorn>=0.30",
             "prometheus-client>=0.20",
             "cryptography>=42",
+            "pyarrow>=15",
         ],
         # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool
         "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
@@ -57,6 +60,7 @@ setup(
             "uvicorn>=0.30",
             "prometheus-client>=0.20",
             "matplotlib>=3.8",
+            "pyarrow>=15",
         ],
         "dev": [
             # the converter's tests train and convert real models
@@ -70,6 +74,9 @@ setup(
             "psycopg[binary]>=3.1",
             "psycopg-pool>=3.2",
             "matplotlib>=3.8",
+            # the Parquet export and its readers (a feature job reads it with DuckDB)
+            "pyarrow>=15",
+            "duckdb>=1.0",
             "pytest>=8",
             "hypothesis>=6.100",
             "ruff>=0.6",

@@ -91,3 +91,8 @@ class BundleRejectedError(SyncError):
     """A bundle offered by the server was refused before anything reached the interpreter: bad
     or missing signature, not newer than the installed one, or a file whose length or SHA-256
     does not match the signed manifest. The message names the check."""
+
+
+class MissingDependencyError(PocketrecError, ImportError):
+    """An optional package that this feature needs is not installed; the message names the
+    package and the pip extra that brings it."""

@@ -22,17 +22,23 @@ def fsync_path(path: Path) -> None:
 
 
 def install_directory(staging: Path, final: Path, *, replace: bool = False) -> None:
-    """Make the complete directory ``staging`` appear as ``final``: fsync each file in it and the
-    directory, rename, fsync the parent. ``final`` must not exist unless ``replace`` (then it is
-    removed first: a crash in between leaves neither, callers that need the old one must not
-    replace). Both must be in the same file system."""
-    for child in staging.iterdir():
-        fsync_path(child)
+    """Make the complete directory ``staging`` appear as ``final``: fsync every file and folder
+    in it (at any depth) and the directory, rename, fsync the parent. ``final`` must not exist
+    unless ``replace``: then the old one is first renamed aside (``.<name>.old``) and deleted
+    only after the new one is in place, so a reader finds the old complete directory or the new
+    one (or, for the instant between the two renames, none), and a crash in between leaves the
+    old one aside, never a mix. Both must be in the same file system."""
+    for path in staging.rglob("*"):
+        fsync_path(path)
     fsync_path(staging)
+    aside = final.with_name(f".{final.name}.old")
     if replace and final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(aside, ignore_errors=True)  # left by a crash of an earlier replace
+        os.rename(final, aside)
     os.rename(staging, final)
     fsync_path(final.parent)
+    if replace:
+        shutil.rmtree(aside, ignore_errors=True)
 
 
 def install_file(staging: Path, final: Path) -> None:

@@ -18,6 +18,16 @@ Formats (``format=`` names):
   optionally ``event`` (a registered event name, default ``click``), ``title`` and ``genres``
   (``|``-separated). Columns may come in any order (``user_id``/``item_id`` are accepted too).
   Each user's events are sorted by (timestamp, line order). See :func:`write_csv`.
+- ``"parquet"``: a ``.parquet`` file, or a folder of them (directly inside it or in hive-style
+  ``name=value`` partition folders at any depth, e.g. ``pocketrec export-feedback --format
+  parquet``'s ``day=YYYY-MM-DD/``; names starting with ``.`` or ``_`` are skipped). Columns as
+  for ``"csv"`` (``user``/``user_id``, ``item``/``item_id``, ``timestamp``/``time``/``ts``,
+  optional ``event``/``event_type``; other columns are ignored); ids are strings (or integers,
+  read as their decimal text), times numbers of seconds or Arrow timestamps. Rows are read in
+  :data:`ARRIVAL_COLUMN` order when every file has that column (the feedback export's arrival
+  order, so its Parquet and CSV exports load identically), else in file order (paths sorted).
+  "Line" in a report or error is the 1-based row within the file. Needs pyarrow (imported only
+  here).
 
 ``format="auto"`` (see :func:`detect_format`) and directories holding one data file are accepted.
 
@@ -43,11 +53,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from pocketrec.core.dataset import Interactions, InteractionsBuilder, LoadReport
 from pocketrec.core.errors import DataFormatError
 from pocketrec.core.events import EVENT_NAMES, EventType, event_code
+from pocketrec.core.optional import import_optional
 
-FORMATS: tuple[str, ...] = ("recbole", "sequences", "pairs", "csv")
+FORMATS: tuple[str, ...] = ("recbole", "sequences", "pairs", "csv", "parquet")
 """Format names accepted by :func:`load` (besides ``"auto"``)."""
 
 DATA_SUFFIXES: tuple[str, ...] = (".inter", ".txt", ".csv")
@@ -64,7 +78,16 @@ CSV_ALIASES: dict[str, tuple[str, ...]] = {
     "title": ("title", "item_title"),
     "genres": ("genres", "genre"),
 }
-"""Accepted CSV header names (lower-cased) for each column; the first is what we write."""
+"""Accepted CSV (and Parquet) column names, lower-cased, for each column, by priority when a file
+has several (the feedback export has ``user`` and ``user_id``); the first is what we write."""
+
+ARRIVAL_COLUMN = "arrival"
+"""A Parquet column of distinct integers giving the rows' order (see the module docstring)."""
+
+PARQUET_SUFFIX = ".parquet"
+PARQUET_MAGIC = b"PAR1"
+SCHEMA_FILE = "_common_metadata"
+"""A Parquet dataset's schema-only file: a folder with it and no data files is an empty dataset."""
 
 _CLICK = int(EventType.CLICK)
 _PathLike = str | os.PathLike[str]
@@ -355,21 +378,21 @@ def load_pairs(
     return _load_whitespace(path, "pairs", _pair_line, min_events, strict)
 
 
-def _csv_columns(header: list[str], ctx: _Context, line: int) -> dict[str, int]:
-    """Column positions by canonical name; ``DataFormatError`` when a required one is missing."""
+def _named_columns(header: list[str], path: str, line: int | None) -> dict[str, int]:
+    """Column positions by canonical name (:data:`CSV_ALIASES`); ``DataFormatError`` when a
+    required one is missing (shared by the CSV and Parquet formats)."""
     lowered = [h.strip().lower() for h in header]
     found: dict[str, int] = {}
-    for canon, aliases in CSV_ALIASES.items():
-        for k, name in enumerate(lowered):
-            if name in aliases:
-                found[canon] = k
-                break
+    for canon, aliases in CSV_ALIASES.items():  # by the aliases' priority, e.g. user > user_id
+        name = next((a for a in aliases if a in lowered), None)
+        if name is not None:
+            found[canon] = lowered.index(name)
     missing = [c for c in ("user", "item", "timestamp") if c not in found]
     if missing:
         raise DataFormatError(
-            f"CSV header must name user, item, timestamp[, event]; missing {', '.join(missing)} "
-            f"(header was {','.join(header)!r})",
-            ctx.path,
+            f"columns must include user, item, timestamp[, event]; missing {', '.join(missing)} "
+            f"(found {','.join(header)!r})",
+            path,
             line,
         )
     return found
@@ -392,7 +415,7 @@ def load_csv(
         if not row or not any(cell.strip() for cell in row):
             continue
         if cols is None:
-            cols, width = _csv_columns(row, ctx, n), len(row)
+            cols, width = _named_columns(row, ctx.path, n), len(row)
             continue
         ctx.report.lines_read += 1
         if len(row) != width:
@@ -456,6 +479,184 @@ def write_csv(interactions: Interactions, path: _PathLike) -> None:
                 writer.writerow(row)
 
 
+def parquet_files(path: _PathLike) -> list[Path]:
+    """The Parquet files :func:`load_parquet` reads from ``path``, sorted: ``path`` itself for a
+    file; for a folder, its ``*.parquet`` files and those in ``name=value`` partition folders at
+    any depth (names starting with ``.`` or ``_`` skipped). Empty when a folder has none."""
+    p = Path(path)
+    if not p.is_dir():
+        return [p]
+    found: list[Path] = []
+    for child in sorted(p.iterdir()):
+        if child.name.startswith((".", "_")):
+            continue
+        if child.is_dir() and "=" in child.name:
+            found += parquet_files(child)
+        elif child.is_file() and child.suffix.lower() == PARQUET_SUFFIX:
+            found.append(child)
+    return found
+
+
+def _is_parquet_file(path: Path) -> bool:
+    """A ``.parquet`` file, or a file starting with ``PAR1``."""
+    if path.suffix.lower() == PARQUET_SUFFIX:
+        return True
+    with open(path, "rb") as fh:
+        return fh.read(len(PARQUET_MAGIC)) == PARQUET_MAGIC
+
+
+@dataclass
+class _ParquetColumns:
+    """One Parquet file's rows, normalized: ids stripped (``""`` for a null), times float64
+    seconds (NaN where null or not finite), event names (``None`` where null), the arrival
+    order (None when the file has no such column)."""
+
+    path: str
+    users: list[str]
+    items: list[str]
+    times: npt.NDArray[np.float64]
+    events: list[str | None]
+    order: npt.NDArray[np.int64] | None
+
+
+def _read_parquet_file(file: Path) -> _ParquetColumns:
+    """The needed columns of one file; ``DataFormatError`` naming the file when it cannot be
+    read (corrupt, not Parquet) or lacks a required column or has one of the wrong type."""
+    pa = import_optional("pyarrow", "convert", "reading Parquet")
+    pq = import_optional("pyarrow.parquet", "convert", "reading Parquet")
+    name = os.fspath(file)
+    try:
+        parquet = pq.ParquetFile(file)
+        names = list(parquet.schema_arrow.names)
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataFormatError(f"not a readable Parquet file ({exc})", name) from None
+    found = _named_columns(names, name, None)
+    roles: dict[str, str] = {
+        r: names[found[r]] for r in ("user", "item", "timestamp", "event") if r in found
+    }
+    if ARRIVAL_COLUMN in names:
+        roles["order"] = ARRIVAL_COLUMN
+    try:
+        table = parquet.read(columns=sorted(set(roles.values())))
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise DataFormatError(f"not a readable Parquet file ({exc})", name) from None
+
+    def checked(role: str, allowed: Callable[[Any], bool], what: str) -> Any:
+        column = table.column(roles[role])
+        if not allowed(column.type):
+            problem = f"column {roles[role]!r} must hold {what}, not {column.type}"
+            raise DataFormatError(problem, name)
+        return column
+
+    def is_text(kind: Any) -> bool:
+        if pa.types.is_dictionary(kind):
+            kind = kind.value_type
+        return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+    def is_id(kind: Any) -> bool:
+        return is_text(kind) or bool(pa.types.is_integer(kind))
+
+    def is_time(kind: Any) -> bool:
+        return bool(
+            pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_timestamp(kind)
+        )
+
+    ids = "strings or integers"
+    users, items = (
+        [("" if v is None else str(v)).strip() for v in checked(r, is_id, ids).to_pylist()]
+        for r in ("user", "item")
+    )
+    time_column = checked("timestamp", is_time, "numbers of seconds or timestamps")
+    if pa.types.is_timestamp(time_column.type):
+        per_second = {"s": 1, "ms": 10**3, "us": 10**6, "ns": 10**9}[time_column.type.unit]
+        time_column = time_column.cast(pa.int64())
+        times = time_column.to_numpy(zero_copy_only=False).astype(np.float64) / per_second
+    else:
+        times = time_column.to_numpy(zero_copy_only=False).astype(np.float64)
+    times[~np.isfinite(times)] = np.nan  # nulls are NaN already
+    if "event" in roles:
+        events = checked("event", is_text, "event names").to_pylist()
+    else:
+        events = [EVENT_NAMES[_CLICK]] * table.num_rows
+    order = None
+    if "order" in roles:
+        column = checked("order", lambda kind: pa.types.is_integer(kind), "integers")
+        if column.null_count:
+            raise DataFormatError(f"column {ARRIVAL_COLUMN!r} has nulls", name)
+        order = column.to_numpy(zero_copy_only=False).astype(np.int64)
+    return _ParquetColumns(name, users, items, times, events, order)
+
+
+def _arrival_permutation(parts: list[_ParquetColumns], root: str) -> npt.NDArray[np.int64] | None:
+    """The row permutation that sorts every file's rows by :data:`ARRIVAL_COLUMN`, or None when
+    no file has it; ``DataFormatError`` when only some have it or it repeats a value."""
+    orders = [cols.order for cols in parts]
+    if all(order is None for order in orders):
+        return None
+    if any(order is None for order in orders):
+        raise DataFormatError(
+            f"some files have an {ARRIVAL_COLUMN!r} column and some do not (mixed exports?)", root
+        )
+    order = np.concatenate([o for o in orders if o is not None])
+    permutation = np.argsort(order, kind="stable")
+    ranked = order[permutation]
+    if ranked.size and bool((ranked[1:] == ranked[:-1]).any()):
+        raise DataFormatError(
+            f"the {ARRIVAL_COLUMN!r} column repeats values (two exports in one folder?)", root
+        )
+    return permutation
+
+
+def load_parquet(
+    path: _PathLike, *, min_events: int = 1, strict: bool = False
+) -> tuple[Interactions, LoadReport]:
+    """Load a Parquet file or a folder of them (see the module docstring), e.g. the folder
+    ``pocketrec export-feedback --format parquet`` writes. Every file is read before anything is
+    built, so a corrupt file raises ``DataFormatError`` naming it and nothing is half-loaded.
+    ``timestamps`` are float64 seconds; an unknown event name raises ``DataFormatError``."""
+    if min_events < 1:
+        raise ValueError(f"min_events must be >= 1, got {min_events}")
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"no such data file or directory: {os.fspath(root)!r}")
+    files = parquet_files(root)
+    if not files:
+        empty = " (an empty export)" if (root / SCHEMA_FILE).is_file() else ""
+        raise DataFormatError(f"no valid interactions: no .parquet files{empty}", os.fspath(root))
+    report = LoadReport(os.fspath(root), "parquet")
+    parts = [_read_parquet_file(f) for f in files]
+    permutation = _arrival_permutation(parts, os.fspath(root))
+    starts = np.cumsum([0] + [len(cols.users) for cols in parts])
+    users = [v for cols in parts for v in cols.users]
+    items = [v for cols in parts for v in cols.items]
+    times = np.concatenate([cols.times for cols in parts]).tolist()
+    events = [v for cols in parts for v in cols.events]
+    codes = {name: code for code, name in enumerate(EVENT_NAMES)}
+    report.lines_read = len(users)
+
+    def skip(k: int, reason: str, detail: str = "") -> None:
+        """Skip (or, strict, raise on) global row ``k``, named by its file and 1-based row."""
+        f = int(np.searchsorted(starts, k, side="right")) - 1
+        _Context(parts[f].path, report, strict).bad(reason, k - int(starts[f]) + 1, detail)
+
+    b = InteractionsBuilder()
+    for k in range(len(users)) if permutation is None else permutation.tolist():
+        user, item, ts, event = users[k], items[k], times[k], events[k]
+        if not user or not item:
+            skip(k, "empty user or item id")
+        elif ts != ts:  # NaN: null or not finite
+            skip(k, "timestamp is missing or not finite")
+        elif event not in codes:
+            try:
+                event_code(event if event is not None else "")
+            except ValueError as exc:  # the same message as the CSV loader's
+                f = int(np.searchsorted(starts, k, side="right")) - 1
+                raise DataFormatError(str(exc), parts[f].path, k - int(starts[f]) + 1) from None
+        else:
+            b.add(user, item, codes[event], ts)
+    return _finish(b, _Context(os.fspath(root), report, strict), min_events), report
+
+
 # --------------------------------------------------------------------------- dispatch
 
 _LOADERS: dict[str, Callable[..., tuple[Interactions, LoadReport]]] = {
@@ -463,6 +664,7 @@ _LOADERS: dict[str, Callable[..., tuple[Interactions, LoadReport]]] = {
     "sequences": load_sequences,
     "pairs": load_pairs,
     "csv": load_csv,
+    "parquet": load_parquet,
 }
 
 
@@ -498,12 +700,18 @@ def resolve_data_file(path: _PathLike) -> Path:
 def detect_format(path: _PathLike) -> str:
     """Guess the format of a data file (one of :data:`FORMATS`).
 
+    A folder of Parquet files (or with only a ``_common_metadata`` schema file: an empty
+    export), a ``.parquet`` file or one starting with ``PAR1`` -> ``parquet``;
     ``.inter`` or a RecBole header -> ``recbole``; ``.csv`` or a first line starting with ``user``
     that has commas -> ``csv``; otherwise, over the first :data:`DETECT_LINES` non-empty lines: all
     with exactly 2 whitespace-separated tokens -> ``pairs``, some with more -> ``sequences``.
     Anything else raises ``DataFormatError`` listing the formats.
     """
+    if Path(path).is_dir() and (parquet_files(path) or (Path(path) / SCHEMA_FILE).is_file()):
+        return "parquet"
     file = resolve_data_file(path)
+    if _is_parquet_file(file):
+        return "parquet"
     suffix = file.suffix.lower()
     if suffix == ".inter":
         return "recbole"
@@ -536,7 +744,8 @@ def load(
     min_events: int = 1,
     strict: bool = False,
 ) -> tuple[Interactions, LoadReport]:
-    """Load interactions from a file or a directory holding one data file.
+    """Load interactions from a file, a directory holding one data file, or a folder of Parquet
+    files (hive partitions included).
 
     ``format``: ``"auto"`` or one of :data:`FORMATS` (anything else: ``ValueError``).
     ``min_events``: users with fewer events are dropped (counted in the report).
@@ -545,6 +754,8 @@ def load(
     """
     if format != "auto" and format not in _LOADERS:
         raise ValueError(f"unknown format {format!r}; expected one of auto, {', '.join(FORMATS)}")
+    fmt = detect_format(path) if format == "auto" else format
+    if fmt == "parquet":  # a file or a whole folder of them
+        return load_parquet(path, min_events=min_events, strict=strict)
     file = resolve_data_file(path)
-    fmt = detect_format(file) if format == "auto" else format
     return _LOADERS[fmt](file, min_events=min_events, strict=strict)

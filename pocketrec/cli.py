@@ -11,7 +11,7 @@ Commands:
   pocketrec device     add (print a new token), revoke or list the sync server's devices
   pocketrec keygen     write an Ed25519 key pair for signing bundles
   pocketrec publish    sign a bundle's manifest and make it the server's latest bundle
-  pocketrec export-feedback  write the server's collected events as a CSV for `train`
+  pocketrec export-feedback  write the server's collected events (CSV or Parquet) for `train`
   pocketrec admin-token      write a token for the server's admin routes
   pocketrec data       data requests: export or erase one device's (or user's) events
   pocketrec retention  drop the server's events older than N days
@@ -303,15 +303,21 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_export_feedback(args: argparse.Namespace) -> int:
-    from pocketrec.server.export import export_feedback
+    from pocketrec.server.export import export_feedback, use_lean_allocators
+
+    use_lean_allocators()  # before pyarrow is imported
     from pocketrec.server.storage import open_storage
 
     storage = open_storage(args.db)
     try:
-        rows = export_feedback(storage, args.out)
+        rows = export_feedback(storage, args.out, format=args.format)
     finally:
         storage.close()
-    print(f"wrote {rows} events to {args.out} (CSV user,item,timestamp,event)")
+    what = {
+        "csv": "CSV user,item,timestamp,event",
+        "parquet": "Parquet, partitioned by day=YYYY-MM-DD",
+    }
+    print(f"wrote {rows} events to {args.out} ({what[args.format]})")
     return 0
 
 
@@ -345,7 +351,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train the interest model on a dataset")
     tr.add_argument("--data", required=True, type=Path, help="dataset file or folder")
-    tr.add_argument("--format", default="auto", help="auto, recbole, sequences, pairs or csv")
+    tr.add_argument(
+        "--format", default="auto", help="auto, recbole, sequences, pairs, csv or parquet"
+    )
     tr.add_argument("--out", required=True, type=Path, help="model directory to write")
     tr.add_argument("--loss", choices=("full", "sampled"), default="full", help="softmax kind")
     tr.add_argument("--num-sampled", type=int, default=1000, help="negatives for --loss sampled")
@@ -390,7 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("bundle_dir", type=Path)
     ev.add_argument("--data", required=True, type=Path, help="dataset file or folder")
-    ev.add_argument("--format", default="auto", help="auto, recbole, sequences, pairs or csv")
+    ev.add_argument(
+        "--format", default="auto", help="auto, recbole, sequences, pairs, csv or parquet"
+    )
     ev.add_argument("--k", type=int, default=10, help="cut-off reported besides 5, 10 and 20")
     ev.add_argument(
         "--demotion",
@@ -499,9 +509,19 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     _add_db(pub)
     pub.set_defaults(func=_cmd_publish)
 
-    exp = sub.add_parser("export-feedback", help="write the collected events as a training CSV")
+    exp = sub.add_parser(
+        "export-feedback", help="write the collected events as training data (CSV or Parquet)"
+    )
     _add_db(exp)
-    exp.add_argument("--out", required=True, type=Path, help="CSV file to write")
+    exp.add_argument(
+        "--out", required=True, type=Path, help="CSV file, or folder for --format parquet"
+    )
+    exp.add_argument(
+        "--format",
+        choices=("csv", "parquet"),
+        default="csv",
+        help="csv (default; one file) or parquet (a folder of day=YYYY-MM-DD partitions)",
+    )
     exp.set_defaults(func=_cmd_export_feedback)
 
 

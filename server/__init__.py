@@ -4,26 +4,52 @@ extra ``postgres`` for a PostgreSQL database).
 Devices upload their feedback events (authenticated per device, size-limited, schema-checked,
 idempotent on ``event_id``) and download the latest signed bundle, resumably. The operator adds
 and revokes devices, publishes bundles (Ed25519-signed manifests) and exports the collected
-feedback as the CSV that ``pocketrec train`` reads. See ``pocketrec.server.app`` for the protocol.
+feedback as training data (CSV, or day-partitioned Parquet). See ``pocketrec.server.app`` for the
+protocol.
 
 Storage goes through :class:`FeedbackStorage`; :func:`open_storage` opens a SQLite file (the
 default, :class:`SqliteFeedbackStorage`) or a ``postgresql://…`` database
 (``pocketrec.server.storage_postgres.PostgresFeedbackStorage``, imported only when used).
+
+The public names are imported on first use, so a command that only needs the storage (the
+feedback export, device management) does not load the web stack and cryptography (~17 MB).
 """
 
-from pocketrec.server.app import create_app
-from pocketrec.server.bundles import BundleRepository, PublishedBundle
-from pocketrec.server.faults import Fault, FaultPlan
-from pocketrec.server.storage import (
-    BundleRecord,
-    Device,
-    FeedbackStorage,
-    Retention,
-    StorageUnavailableError,
-    StoredEvent,
-    open_storage,
-)
-from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pocketrec.server.app import create_app
+    from pocketrec.server.bundles import BundleRepository, PublishedBundle
+    from pocketrec.server.faults import Fault, FaultPlan
+    from pocketrec.server.storage import (
+        BundleRecord,
+        Device,
+        FeedbackStorage,
+        Retention,
+        StorageUnavailableError,
+        StoredEvent,
+        open_storage,
+    )
+    from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
+
+_MODULES = {
+    "BundleRecord": "storage",
+    "BundleRepository": "bundles",
+    "Device": "storage",
+    "Fault": "faults",
+    "FaultPlan": "faults",
+    "FeedbackStorage": "storage",
+    "PublishedBundle": "bundles",
+    "Retention": "storage",
+    "SqliteFeedbackStorage": "storage_sqlite",
+    "StorageUnavailableError": "storage",
+    "StoredEvent": "storage",
+    "create_app": "app",
+    "open_storage": "storage",
+}
 
 __all__ = [
     "BundleRecord",
@@ -40,3 +66,11 @@ __all__ = [
     "create_app",
     "open_storage",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """A public name, imported from its module on first use."""
+    module = _MODULES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)

@@ -46,7 +46,8 @@ class Device:
 
 @dataclass(frozen=True)
 class StoredEvent:
-    """An event as the server stored it (``timestamp`` in seconds since the epoch)."""
+    """An event as the server stored it (``timestamp``: the event's time; ``received_at``: when
+    the server stored it; both seconds since the epoch, UTC)."""
 
     event_id: str
     device_id: str
@@ -56,6 +57,13 @@ class StoredEvent:
     event_type: str
     timestamp: float
     context: str | None
+    received_at: float
+
+    @property
+    def training_user(self) -> str:
+        """The user as training reads it, ``<device_id>/<user_id>``: the same profile name on
+        two devices is two people."""
+        return f"{self.device_id}/{self.user_id}"
 
 
 @dataclass(frozen=True)

@@ -65,7 +65,10 @@ _STREAM_ROWS = 2000
 _RETRIES = 3
 """Attempts of a batch whose partition was missing or that hit a deadlock."""
 
-_EVENT_COLUMNS = "event_id::text, device_id, seq, user_id, item_id, event_type, ts, context"
+_EVENT_COLUMNS = (
+    "event_id::text, device_id, seq, user_id, item_id, event_type, ts, context, "
+    "extract(epoch FROM received_at)::float8"
+)
 _STAGING = "pocketrec_staging"
 
 # The guard and the insert in one statement; {batch} is the batch as rows with an ordinal. The

@@ -102,7 +102,7 @@ STEPS: tuple[Step, ...] = (
 )
 SCHEMA_VERSION = len(STEPS)
 
-_EVENT_COLUMNS = "event_id, device_id, seq, user_id, item_id, event_type, ts, context"
+_EVENT_COLUMNS = "event_id, device_id, seq, user_id, item_id, event_type, ts, context, received_at"
 _STREAM_ROWS = 1000
 """Rows fetched per step while streaming events."""
 

@@ -219,8 +219,8 @@ def test_binary_file_is_a_format_error_with_line(tmp_path: Path) -> None:
 
 
 def test_unknown_format_name_and_missing_path() -> None:
-    with pytest.raises(ValueError, match="unknown format 'parquet'; expected one of auto, recbole"):
-        load("whatever", "parquet")
+    with pytest.raises(ValueError, match="unknown format 'avro'; expected one of auto, recbole"):
+        load("whatever", "avro")
     with pytest.raises(FileNotFoundError, match="no such data file"):
         load("/nonexistent/data.txt")
 

@@ -1,5 +1,6 @@
 """The feedback loop over a real server: two devices observe offline, sync, the server exports
-the feedback, a new bundle is trained on it, published, pulled and served."""
+the feedback (CSV and day-partitioned Parquet), `pocketrec train` reads the Parquet folder, and
+the new bundle is published, pulled and served."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from conftest import RuntimeBundles, SyncHarness
 
 from pocketrec.cli import main
+from pocketrec.core import load
 from pocketrec.runtime import Recommender
 from pocketrec.storage import Store
 
@@ -24,23 +26,16 @@ def walk(rec: Recommender, user: str, start: int, steps: int) -> None:
         rec.observe(CYCLE[(start + k) % len(CYCLE)], "click", user=user)
 
 
-def train_bundle(csv: Path, work: Path, model_version: int) -> Path:
-    from pocketrec.converter import model_dir
-    from pocketrec.converter.export import export_bundle
-    from pocketrec.converter.model import ModelConfig
-    from pocketrec.converter.training import train
-    from pocketrec.core import leave_one_out, load
-
-    data, _report = load(csv, format="csv")
-    split = leave_one_out(data)
-    config = ModelConfig(
-        num_items=data.num_items, embedding_dim=16, hidden_dim=32, user_dim=16,
-        learning_rate=1e-2, max_epochs=12, patience=12, seed=0,
-    )  # fmt: skip
-    model, report = train(split, config, show_progress=False)
-    model_dir.save(work / "model", model, data, split, report)
-    export_bundle(work / "model", work / "bundle", model_version=model_version)
-    return work / "bundle"
+def train_bundle(data: Path, work: Path, model_version: int) -> Path:
+    """``pocketrec train --data DATA`` then ``pocketrec convert``: the bundle's directory."""
+    model, bundle = work / "model", work / "bundle"
+    args = ["train", "--data", str(data), "--out", str(model), "--embedding-dim", "16",
+            "--hidden-dim", "32", "--user-dim", "16", "--learning-rate", "1e-2",
+            "--max-epochs", "12", "--patience", "12", "--seed", "0"]  # fmt: skip
+    assert main(args) == 0
+    args = ["convert", str(model), "--out", str(bundle), "--model-version", str(model_version)]
+    assert main(args) == 0
+    return bundle
 
 
 def test_two_devices_feed_the_next_bundle_and_use_it(
@@ -70,8 +65,12 @@ def test_two_devices_feed_the_next_bundle_and_use_it(
         feedback = tmp_path / "feedback.csv"
         assert main(["export-feedback", "--db", sync_server.db, "--out", str(feedback)]) == 0
         assert len(feedback.read_text().splitlines()) == 1 + 2 * 80 * 12
+        days = tmp_path / "feedback"  # the same events as day-partitioned Parquet
+        assert main(["export-feedback", "--db", str(sync_server.db), "--out", str(days),
+                     "--format", "parquet"]) == 0  # fmt: skip
+        assert load(days)[0] == load(feedback)[0]
 
-        bundle = train_bundle(feedback, tmp_path / "train", model_version=7)
+        bundle = train_bundle(days, tmp_path / "train", model_version=7)
         code = main(
             ["publish", str(bundle), "--server-dir", str(sync_server.published),
              "--key", str(sync_server.root / "key"), "--db", sync_server.db]
