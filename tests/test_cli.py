@@ -32,7 +32,7 @@ def test_readme_starts_with_the_two_newcomer_commands() -> None:
     head = README.read_text(encoding="utf-8").splitlines()[:15]
     block = "\n".join(head)
     assert "pip install '.[demo]' && .venv/bin/pocketrec demo" in block
-    assert "pip install -e '.[dev]' && .venv/bin/python -m pytest" in block
+    assert "pip install -e '.[dev]' && tools/with_postgres.sh .venv/bin/python -m pytest" in block
 
 
 def test_bad_arguments_exit_2_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
