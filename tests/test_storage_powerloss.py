@@ -9,6 +9,7 @@ points, the torn sectors and the writers' event ids.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import sqlite3
 from collections.abc import Callable
@@ -82,6 +83,27 @@ def test_the_shim_drops_every_write_since_the_last_sync(tmp_path: Path, shim: Pa
 
     assert write_and_crash(tmp_path / "lost.db", shim) == powerloss.CRASH_EXIT
     assert rows(tmp_path / "lost.db") == [0, 1, 2]
+
+
+def test_the_shim_reaches_pythons_sqlite_when_another_copy_is_loaded_globally(
+    tmp_path: Path, shim: Path
+) -> None:
+    # TensorFlow exports a SQLite of its own globally: once it was imported (as it is earlier in
+    # the same test run) a shim that bound to it registered its VFS there, and counted nothing
+    decoy = tmp_path / "libsqlite3-decoy.so"
+    decoy.write_bytes(Path(powerloss.sqlite_library()).read_bytes())
+
+    def body() -> None:
+        ctypes.CDLL(str(decoy), mode=ctypes.RTLD_GLOBAL)
+        conn = sqlite3.connect(tmp_path / "decoy.db", isolation_level=None)
+        conn.execute("CREATE TABLE t (x INTEGER)")
+        loaded = powerloss.Shim(shim)
+        conn = sqlite3.connect(tmp_path / "decoy.db", isolation_level=None)
+        loaded.arm(1, seed=0, torn=False, report_fd=-1)
+        conn.execute("INSERT INTO t VALUES (1)")
+        os._exit(0)
+
+    assert run_child(body) == powerloss.CRASH_EXIT
 
 
 def test_torn_sectors_never_break_synced_commits(tmp_path: Path, shim: Path) -> None:

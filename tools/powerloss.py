@@ -112,7 +112,10 @@ class Shim:
     """The compiled shim, loaded into this process: from now on SQLite's default VFS."""
 
     def __init__(self, path: Path) -> None:
-        lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        # RTLD_DEEPBIND: the shim binds to the libsqlite3 it was linked to (the one `_sqlite3`
+        # uses) even when a library loaded earlier exports its own SQLite globally (TensorFlow
+        # does: without it the VFS would be registered in that copy and never used).
+        lib = ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL | getattr(os, "RTLD_DEEPBIND", 0))
         lib.crashvfs_register.restype = ctypes.c_int
         lib.crashvfs_arm.argtypes = [
             ctypes.c_int64,
