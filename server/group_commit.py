@@ -69,14 +69,20 @@ class GroupCommitter:
         """Run ``work(conn)`` in the next group and return its result once that group's
         ``COMMIT`` is durable; re-raise what ``work`` raised (``sqlite3.Error`` as
         ``StorageError``); ``StorageError`` if the commit failed or the committer is closed."""
+        result: T = self.submit_nowait(work, rows).result()
+        return result
+
+    def submit_nowait(self, work: Callable[[sqlite3.Connection], T], rows: int = 1) -> Future[T]:
+        """:meth:`submit` without waiting: the future resolves as :meth:`submit` returns or
+        raises. Cancelling it succeeds only while the write is still queued (then it is never
+        run); once its group has taken it, it runs and commits or fails with the group."""
         job = _Job(work, rows)
         with self._wake:
             if self._closing:
                 raise StorageError(f"{self._where}: the storage is closed")
             self._queue.append(job)
             self._wake.notify()
-        result: T = job.future.result()
-        return result
+        return job.future
 
     @property
     def queued(self) -> int:
@@ -100,20 +106,21 @@ class GroupCommitter:
                 if self._closing:
                     return None
                 self._wake.wait()
-            group = [self._queue.popleft()]
-            rows = group[0].rows
-            while (
-                self._queue
-                and len(group) < MAX_GROUP_JOBS
-                and rows + self._queue[0].rows <= MAX_GROUP_ROWS
-            ):
+            group: list[_Job] = []
+            rows = 0
+            while self._queue and len(group) < MAX_GROUP_JOBS:
+                if group and rows + self._queue[0].rows > MAX_GROUP_ROWS:
+                    break
                 job = self._queue.popleft()
-                group.append(job)
-                rows += job.rows
+                if job.future.set_running_or_notify_cancel():  # False: cancelled while queued
+                    group.append(job)
+                    rows += job.rows
             return group
 
     def _loop(self) -> None:
         while (group := self._take()) is not None:
+            if not group:
+                continue
             try:
                 self._commit(group)
             except BaseException as exc:  # a bug here must not leave callers waiting forever

@@ -37,6 +37,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -204,8 +205,18 @@ class SqliteFeedbackStorage:
     ) -> int:
         """See :meth:`FeedbackStorage.insert_events`: the batch is committed together with the
         other batches queued meanwhile, in a savepoint of its own (module docstring)."""
+        return self.submit_events(device_id, events, received_at=received_at).result()
+
+    def submit_events(
+        self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
+    ) -> Future[int]:
+        """:meth:`insert_events` without blocking: queue the batch for the next group commit;
+        the future resolves to the count of new events once the batch is durable (or raises as
+        :meth:`insert_events` does). The server awaits it without tying up a thread."""
         if not events:
-            return 0
+            done: Future[int] = Future()
+            done.set_result(0)
+            return done
         now = time.time() if received_at is None else float(received_at)
         rows = [
             (e.event_id, device_id, e.seq, e.user_id, e.item_id, e.event_type, e.timestamp,
@@ -222,7 +233,7 @@ class SqliteFeedbackStorage:
             )
             return conn.total_changes - before
 
-        return self._writer.submit(insert, rows=len(rows))
+        return self._writer.submit_nowait(insert, rows=len(rows))
 
     def iter_events(self) -> Iterator[StoredEvent]:
         """See :meth:`FeedbackStorage.iter_events`."""

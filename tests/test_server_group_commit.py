@@ -303,3 +303,16 @@ def test_the_power_loss_harness_sees_losses_without_the_fsync(tmp_path: Path, sh
     _acknowledged, lost, partial = power_loss_rounds(shim, tmp_path, 10, off=True, seed=1)
     assert lost > 0  # synchronous=OFF acknowledges before anything is durable
     assert partial == 0  # a transaction still never shows half
+
+
+def test_a_batch_cancelled_while_queued_is_never_written(storage: SqliteFeedbackStorage) -> None:
+    held = HeldCommit(storage)
+    cancelled = storage.submit_events("phone", make_events(5, user="gone"))
+    kept = storage.submit_events("phone", make_events(5, user="kept"))
+    assert cancelled.cancel()  # still queued
+    held.release()
+    assert kept.result(30) == 5
+    assert {e.user_id for e in storage.iter_events()} == {"kept"}
+    started = storage.submit_events("phone", make_events(5, user="late"))
+    assert started.result(30) == 5
+    assert not started.cancel()  # done: a committed batch cannot be taken back
