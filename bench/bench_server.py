@@ -74,6 +74,9 @@ BASELINE_COMMIT = "361a9d0"
 """The server before this work: one SQLite connection behind one lock, one fsync per batch."""
 CONTEXT = {"screen": "home", "position": 3}
 TICKS = os.sysconf("SC_CLK_TCK")
+BASELINE_LACKS = ("uvloop", "httptools")
+"""Packages the baseline commit did not depend on: hidden from its server, which would otherwise
+pick them up (uvicorn's ``loop``/``http`` ``"auto"``) from this environment."""
 DRAIN_PASSES = 50
 """Sync passes a device makes after the window to deliver what is still pending."""
 
@@ -209,6 +212,7 @@ class Config:
     workers: int = 1
     baseline: bool = False
     faults: bool = False
+    new_loop: bool = False  # the baseline, but with this environment's event loop (uvloop)
 
 
 REGISTER = """
@@ -679,6 +683,9 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
     for name in args.backends.split(","):
         if name == "baseline":
             configs.append(Config("baseline sqlite", "sqlite", baseline=True))
+        elif name == "baseline-uvloop":
+            configs.append(Config("baseline sqlite + uvloop", "sqlite", baseline=True,
+                                  new_loop=True))  # fmt: skip
         elif name == "sqlite":
             configs.append(Config("sqlite", "sqlite"))
         elif name == "postgres":
@@ -688,7 +695,8 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
             for workers in [int(w) for w in str(args.workers).split(",")]:
                 configs.append(Config(f"postgres {workers}w", "postgres", workers))
         else:
-            raise SystemExit(f"unknown backend {name!r} (baseline, sqlite, postgres)")
+            raise SystemExit(f"unknown backend {name!r} (baseline, baseline-uvloop, sqlite, "
+                             "postgres)")  # fmt: skip
     if args.faults:
         configs += [Config(f"{c.name} + faults", c.backend, c.workers, c.baseline, True)
                     for c in configs if not c.baseline]  # fmt: skip
@@ -706,7 +714,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--backends", default="baseline,sqlite,postgres",
-                        help="comma-separated: baseline, sqlite, postgres")  # fmt: skip
+                        help="comma-separated: baseline, baseline-uvloop, sqlite, postgres")  # fmt: skip
     parser.add_argument("--workers", default="2", help="postgres workers (comma-separated)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -720,6 +728,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         / "pocketrec-bench" / "baseline")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every run here")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (logs)")
+    parser.add_argument("--asyncio", action="store_true",
+                        help="every server on asyncio's own loop (uvloop hidden)")  # fmt: skip
     parser.add_argument(
         "--profile",
         type=Path,
@@ -733,25 +743,50 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def without_packages(folder: Path, names: Sequence[str]) -> Path:
+    """A folder that, first on ``PYTHONPATH``, makes ``import <name>`` fail for ``names``
+    (uvicorn then runs without them, as it does where they are not installed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        (folder / f"{name}.py").write_text(
+            f'raise ImportError("{name} is hidden by bench_server.py")\n'
+        )
+    return folder
+
+
+def event_loop_of(env: dict[str, str], cwd: Path) -> str:
+    """Which event loop uvicorn picks (``loop="auto"``) in ``env``."""
+    code = ("from uvicorn.loops.auto import auto_loop_factory; "
+            "print(auto_loop_factory()().__class__.__module__.split('.')[0])")  # fmt: skip
+    return subprocess.run([sys.executable, "-c", code], env=env, check=True, cwd=cwd,
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     postgres = Postgres.from_env()
     configs = build_configs(args, postgres)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
+    hidden = without_packages(args.baseline_cache / "hidden", BASELINE_LACKS)
+    if args.asyncio:
+        env["PYTHONPATH"] = str(hidden)
     envs: dict[str, dict[str, str]] = {c.name: env for c in configs}
     if any(c.baseline for c in configs):
         site = baseline_site(BASELINE_COMMIT, args.baseline_cache)
-        baseline_env = {**env, "PYTHONPATH": str(site)}
-        where = subprocess.run([sys.executable, "-c", "import pocketrec.server.running as m; "
-                                "print(m.__file__)"], env=baseline_env, check=True,
-                               capture_output=True, text=True, cwd=site).stdout.strip()  # fmt: skip
-        if not where.startswith(str(site)):
-            raise SystemExit(f"the baseline would import {where}, not {site}")
         for c in configs:
             if c.baseline:
-                envs[c.name] = baseline_env
+                path = [str(site)] if c.new_loop and not args.asyncio else [str(hidden), str(site)]
+                envs[c.name] = {**env, "PYTHONPATH": os.pathsep.join(path)}
+                where = subprocess.run(
+                    [sys.executable, "-c", "import pocketrec.server.running as m; print(m.__file__)"],
+                    env=envs[c.name], check=True, capture_output=True, text=True, cwd=site,
+                ).stdout.strip()  # fmt: skip
+                if not where.startswith(str(site)):
+                    raise SystemExit(f"the baseline would import {where}, not {site}")
         print(f"baseline: commit {BASELINE_COMMIT} from {site}")
+    for c in configs:
+        print(f"{c.name}: event loop {event_loop_of(envs[c.name], args.baseline_cache)}")
     work = Path(tempfile.mkdtemp(prefix="bench-server-", dir=args.work_dir))
     results: list[RunResult] = []
     try:

@@ -218,17 +218,13 @@ class SqliteFeedbackStorage:
             done.set_result(0)
             return done
         now = time.time() if received_at is None else float(received_at)
-        rows = [
-            (e.event_id, device_id, e.seq, e.user_id, e.item_id, e.event_type, e.timestamp,
-             e.context, now)
-            for e in events
-        ]  # fmt: skip
+        rows = [(device_id, now, *e) for e in events]  # e: the fields of EventRecord, in order
 
         def insert(conn: sqlite3.Connection) -> int:
             before = conn.total_changes
             conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, device_id, seq, user_id, item_id, "
-                "event_type, ts, context, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO events (device_id, received_at, event_id, seq, user_id, "
+                "item_id, event_type, ts, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             return conn.total_changes - before

@@ -24,8 +24,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,9 +43,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class EventRecord:
-    """One checked event (``context`` kept as compact JSON text)."""
+class EventRecord(NamedTuple):
+    """One checked event (``context`` kept as compact JSON text). A named tuple: one is built
+    for every event of every upload, and the storages bind its fields as they are."""
 
     event_id: str
     seq: int | None
