@@ -714,7 +714,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--backends", default="baseline,sqlite,postgres",
-                        help="comma-separated: baseline, baseline-uvloop, sqlite, postgres")  # fmt: skip
+                        help="baseline, baseline-uvloop, sqlite, postgres")  # fmt: skip
     parser.add_argument("--workers", default="2", help="postgres workers (comma-separated)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--repeats", type=int, default=3)
@@ -779,7 +779,8 @@ def main(argv: list[str] | None = None) -> int:
                 path = [str(site)] if c.new_loop and not args.asyncio else [str(hidden), str(site)]
                 envs[c.name] = {**env, "PYTHONPATH": os.pathsep.join(path)}
                 where = subprocess.run(
-                    [sys.executable, "-c", "import pocketrec.server.running as m; print(m.__file__)"],
+                    [sys.executable, "-c", "import pocketrec.server.running as m; "
+                     "print(m.__file__)"],
                     env=envs[c.name], check=True, capture_output=True, text=True, cwd=site,
                 ).stdout.strip()  # fmt: skip
                 if not where.startswith(str(site)):
