@@ -45,9 +45,6 @@ setup(
         "server": [
             "starlette>=0.40",
             "uvicorn>=0.30",
-            # uvicorn runs on it when installed: bench/bench_server.py measured ~20% less CPU
-            # per upload than asyncio's own loop
-            "uvloop>=0.19",
             "prometheus-client>=0.20",
             "cryptography>=42",
         ],
@@ -67,7 +64,6 @@ setup(
             # the sync tests run the real server on loopback, on SQLite and PostgreSQL
             "starlette>=0.40",
             "uvicorn>=0.30",
-            "uvloop>=0.19",
             "prometheus-client>=0.20",
             # property-based tests of the server against its OpenAPI document
             "schemathesis>=4",

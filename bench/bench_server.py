@@ -212,7 +212,6 @@ class Config:
     workers: int = 1
     baseline: bool = False
     faults: bool = False
-    new_loop: bool = False  # the baseline, but with this environment's event loop (uvloop)
 
 
 REGISTER = """
@@ -664,11 +663,15 @@ def print_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
 
 
 def print_run(r: RunResult) -> None:
-    cpu = fmt(r.cpu_per_1000, ".3f")
+    cpu = (
+        f"CPU/1000 {fmt(r.cpu_per_1000, '.3f')} (server {r.server_cpu_s:.1f} s, db "
+        f"{r.db_cpu_s:.1f} s, load {r.loadgen_cpu_s:.1f} s, machine {r.machine_busy:.0%})"
+    )
+    if r.faults:  # a killed or restarted process took its CPU time with it
+        cpu = f"CPU n/a (load {r.loadgen_cpu_s:.1f} s, machine {r.machine_busy:.0%})"
     print(f"{r.config} #{r.repeat}: {r.events_per_s:,.0f} events/s, p50/p99 {r.p50_ms:.0f}/"
-          f"{r.p99_ms:.0f} ms, {r.posts} posts ({r.failed_posts} failed), CPU/1000 {cpu} "
-          f"(server {r.server_cpu_s:.1f} s, db {r.db_cpu_s:.1f} s, load {r.loadgen_cpu_s:.1f} s, "
-          f"machine {r.machine_busy:.0%}); acknowledged {r.acknowledged}, stored "
+          f"{r.p99_ms:.0f} ms, {r.posts} posts ({r.failed_posts} failed), {cpu}; "
+          f"acknowledged {r.acknowledged}, stored "
           f"{r.stored_distinct}/{r.stored}, lost {r.lost}, duplicated {r.duplicated}, "
           f"unacknowledged {r.unacknowledged_stored}; exactly once: {r.exactly_once}"
           + (f"; faults: {'; '.join(r.faults)}" if r.faults else "")
@@ -683,11 +686,9 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
     for name in args.backends.split(","):
         if name == "baseline":
             configs.append(Config("baseline sqlite", "sqlite", baseline=True))
-        elif name == "baseline-uvloop":
-            configs.append(Config("baseline sqlite + uvloop", "sqlite", baseline=True,
-                                  new_loop=True))  # fmt: skip
         elif name == "sqlite":
-            configs.append(Config("sqlite", "sqlite"))
+            for workers in [int(w) for w in str(args.sqlite_workers).split(",")]:
+                configs.append(Config(f"sqlite {workers}w", "sqlite", workers))
         elif name == "postgres":
             if postgres is None:
                 raise SystemExit("postgres needs POCKETREC_TEST_POSTGRES: run under "
@@ -695,8 +696,7 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
             for workers in [int(w) for w in str(args.workers).split(",")]:
                 configs.append(Config(f"postgres {workers}w", "postgres", workers))
         else:
-            raise SystemExit(f"unknown backend {name!r} (baseline, baseline-uvloop, sqlite, "
-                             "postgres)")  # fmt: skip
+            raise SystemExit(f"unknown backend {name!r} (baseline, sqlite, postgres)")
     if args.faults:
         configs += [Config(f"{c.name} + faults", c.backend, c.workers, c.baseline, True)
                     for c in configs if not c.baseline]  # fmt: skip
@@ -714,8 +714,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=20.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--backends", default="baseline,sqlite,postgres",
-                        help="baseline, baseline-uvloop, sqlite, postgres")  # fmt: skip
+                        help="comma-separated: baseline, sqlite, postgres")  # fmt: skip
     parser.add_argument("--workers", default="2", help="postgres workers (comma-separated)")
+    parser.add_argument("--sqlite-workers", default="1", help="sqlite workers (comma-separated)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--faults", action="store_true",
@@ -728,8 +729,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         / "pocketrec-bench" / "baseline")  # fmt: skip
     parser.add_argument("--json", type=Path, default=None, help="write every run here")
     parser.add_argument("--keep", action="store_true", help="keep the run folders (logs)")
-    parser.add_argument("--asyncio", action="store_true",
-                        help="every server on asyncio's own loop (uvloop hidden)")  # fmt: skip
     parser.add_argument(
         "--profile",
         type=Path,
@@ -769,15 +768,12 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
     hidden = without_packages(args.baseline_cache / "hidden", BASELINE_LACKS)
-    if args.asyncio:
-        env["PYTHONPATH"] = str(hidden)
     envs: dict[str, dict[str, str]] = {c.name: env for c in configs}
     if any(c.baseline for c in configs):
         site = baseline_site(BASELINE_COMMIT, args.baseline_cache)
         for c in configs:
             if c.baseline:
-                path = [str(site)] if c.new_loop and not args.asyncio else [str(hidden), str(site)]
-                envs[c.name] = {**env, "PYTHONPATH": os.pathsep.join(path)}
+                envs[c.name] = {**env, "PYTHONPATH": os.pathsep.join([str(hidden), str(site)])}
                 where = subprocess.run(
                     [sys.executable, "-c", "import pocketrec.server.running as m; "
                      "print(m.__file__)"],

@@ -23,13 +23,14 @@ import collections
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pocketrec.core.errors import StorageError
-from pocketrec.storage.connection import storage_error
+from pocketrec.storage.connection import is_busy, storage_error
 
 T = TypeVar("T")
 
@@ -50,9 +51,11 @@ class GroupCommitter:
     """Runs writes on ``conn`` (owned from now on: only the committer thread touches it) in
     shared transactions (module docstring). ``where`` names the file in errors."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, where: str, *, busy_timeout: float = 5.0) -> None:
         self._conn = conn
         self._where = where
+        self.busy_timeout = busy_timeout
+        conn.execute("PRAGMA busy_timeout = 0")  # another process's write: polled in _begin
         self._queue: collections.deque[_Job] = collections.deque()
         self._wake = threading.Condition(threading.Lock())
         self._closing = False
@@ -133,7 +136,7 @@ class GroupCommitter:
         self.largest_group = max(self.largest_group, len(group))
         conn = self._conn
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            self._begin()
         except sqlite3.Error as exc:
             self._fail(group, storage_error(self._where, exc))
             return
@@ -167,6 +170,22 @@ class GroupCommitter:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(error)
+
+    def _begin(self) -> None:
+        """``BEGIN IMMEDIATE``, waiting for another process's write transaction by polling
+        every 0.2-5 ms for up to :attr:`busy_timeout` seconds (SQLite's own busy handler sleeps
+        1, 2, 5, 10, ... 100 ms: too coarse when processes take turns at every commit)."""
+        deadline = time.monotonic() + self.busy_timeout
+        pause = 0.0002
+        while True:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.005)
 
     @staticmethod
     def _fail(group: list[_Job], error: BaseException) -> None:

@@ -152,7 +152,7 @@ class SqliteFeedbackStorage:
         except BaseException:
             conn.close()
             raise
-        self._writer = GroupCommitter(conn, self.where)
+        self._writer = GroupCommitter(conn, self.where, busy_timeout=busy_timeout)
 
     # ------------------------------------------------------------------ devices
 
