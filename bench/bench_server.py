@@ -3,15 +3,17 @@ to a real ``pocketrec serve`` on loopback.
 
 Each simulated device is a real device store (``pocketrec.storage.Store``, durability "full", its
 file on ``/dev/shm`` when there is one: the stores stand for phones, so their fsyncs must not
-queue on the server's disk) and the project's ``SyncClient`` with ``batch_events=--batch``. A
-device loop appends ``--chunk`` batches' worth of events in one ``append_many`` (an app logging
-between syncs) and runs one sync pass, which uploads them batch by batch through the client's
-real path (``Store.pending``, ``still_pending`` before every send, the JSON body, one HTTP
-connection per request, retries with backoff, ``mark_uploaded`` after the 2xx); devices never
-wait between passes (a closed loop: the server's capacity sets the pace). ``--devices`` devices
-run as threads in ``--processes`` processes. The only instrumentation on the client is a
-subclass of its ``HttpClient`` that times each ``POST`` and reads the ``new`` count of its
-reply.
+queue on the server's disk) and the project's ``SyncClient`` with ``batch_events=--batch``.
+Before the run each device logs ``--prefill`` events (its backlog, in ``append_many`` calls of
+500): logging is the app's work, not the sync client's, and doing it inside the window cost the
+load generator ~40% more CPU (py-spy), CPU the 2-core machine then takes from the server. Devices
+then run sync passes back to back (a closed loop: the server's capacity sets the pace), each
+uploading everything pending batch by batch through the client's real path (``Store.pending``,
+``still_pending`` before every send, the JSON body, one HTTP connection per request, retries with
+backoff, ``mark_uploaded`` after the 2xx); a device whose backlog runs out logs ``--chunk``
+batches more (counted in the load generator's CPU). ``--devices`` devices run as threads in
+``--processes`` processes. The only instrumentation on the client is a subclass of its
+``HttpClient`` that times each ``POST`` and reads the ``new`` count of its reply.
 
 Per run (a fresh database each time): after ``--warmup`` seconds a window of ``--duration``
 seconds is measured; then the devices stop logging and drain what is pending, the server is
@@ -29,8 +31,9 @@ stopped and its database read directly (SQL):
 Configurations, run interleaved for ``--repeats`` repeats: ``baseline`` (the SQLite server as of
 commit ``361a9d0``, before group commit and PostgreSQL: ``git archive`` of that commit installed
 once with ``pip install --no-deps --target`` into a cache folder and run with ``PYTHONPATH``
-pointing there; same wire format), ``sqlite`` (this tree, 1 worker) and ``postgres`` (this tree,
-``--workers`` workers). ``--faults`` adds runs that SIGKILL a server worker a third into the
+pointing there; same wire format; ``uvloop``/``httptools``, which it did not depend on, are
+hidden from it), ``sqlite`` (this tree, ``--sqlite-workers`` workers) and ``postgres`` (this
+tree, ``--workers`` workers). ``--faults`` adds runs that SIGKILL a server worker a third into the
 window (uvicorn's supervisor restarts it; a single-process server is restarted by the bench) and
 restart PostgreSQL (``pg_ctl restart -m fast``) at two thirds: 0 acknowledged events may be lost
 and 0 duplicated. Medians over the repeats and the ratios to the baseline are printed last
@@ -39,7 +42,11 @@ and 0 duplicated. Medians over the repeats and the ratios to the baseline are pr
 PostgreSQL comes from ``tools/with_postgres.sh`` (``POCKETREC_TEST_POSTGRES``; ``--faults`` needs
 ``POCKETREC_TEST_PGDATA``/``POCKETREC_TEST_PGBIN``, which it sets too). From the repository root::
 
-    tools/with_postgres.sh .venv/bin/python bench/bench_server.py --devices 200 --repeats 3 --faults
+    tools/with_postgres.sh .venv/bin/python bench/bench_server.py --devices 200 --repeats 3 \
+        --duration 15 --prefill 1200 --faults --sqlite-workers 1,2 --workers 2
+
+``--profile DIR`` writes py-spy's collapsed stacks (``--gil``: CPU, not waiting) of the server
+and of one load process for each run's window (``pip install py-spy``).
 
 The machine is shared by the load generator, the server and the database: read the load
 generator's and the machine's CPU next to the server's, and compare medians, never one run.
@@ -709,9 +716,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=25, help="events per upload batch")
     parser.add_argument("--chunk", type=int, default=4,
                         help="batches a device logs between two sync passes")  # fmt: skip
-    parser.add_argument("--prefill", type=int, default=1000,
+    parser.add_argument("--prefill", type=int, default=1200,
                         help="events each device logs before the run (its backlog)")  # fmt: skip
-    parser.add_argument("--duration", type=float, default=20.0, help="measured window, s")
+    parser.add_argument("--duration", type=float, default=15.0, help="measured window, s")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before the window")
     parser.add_argument("--backends", default="baseline,sqlite,postgres",
                         help="comma-separated: baseline, sqlite, postgres")  # fmt: skip
