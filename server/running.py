@@ -9,9 +9,9 @@ then closes the database and returns. With ``workers > 1`` uvicorn's supervisor 
 processes on one listening socket, each building its application with :func:`worker_app`;
 prometheus-client then keeps its values in a temporary folder (``PROMETHEUS_MULTIPROC_DIR``) so
 ``/metrics`` on any worker reports them all. On a SQLite file each worker has its own group
-committer and they take turns on the file's write lock (``pocketrec.server.group_commit``):
-``bench/bench_server.py`` measured 2 workers at +17-21% events/s over 1 on 2 cores; PostgreSQL
-scales further.
+committer and they take turns on the file's write lock (``pocketrec.server.group_commit``); on a
+2-core machine shared with the load generator, ``bench/bench_server.py`` measured 2 workers at
+about the events/s of 1 (medians 12.1k vs 12.8k), so more workers pay off only with spare cores.
 """
 
 from __future__ import annotations
