@@ -1,7 +1,8 @@
-"""Intake throughput of the server's PostgreSQL storage: the two ways of storing a batch.
+"""Intake throughput of the server's PostgreSQL storage: the three ways of storing a batch.
 
-``unnest``: the batch travels as arrays in one ``INSERT … SELECT FROM unnest(…)`` statement (the
-``event_ids`` guard and the events insert in one CTE, autocommit). ``copy``: the batch is COPYed
+``json``: the batch travels as one JSON text parameter in one ``INSERT … SELECT FROM
+json_to_recordset(…)`` statement (the ``event_ids`` guard and the events insert in one CTE,
+autocommit). ``unnest``: the same with the batch as seven arrays. ``copy``: the batch is COPYed
 into a per-connection temporary table and the same insert runs from it, in one transaction. The
 storage's default, ``intake="auto"``, picks by batch size (``COPY_MIN_EVENTS``) from these figures.
 For
@@ -110,6 +111,7 @@ def main() -> int:
     for threads in [int(t) for t in args.threads.split(",")]:
         for size in [int(s) for s in args.sizes.split(",")]:
             openers: dict[str, Callable[[], FeedbackStorage]] = {
+                "postgres json": fresh_postgres(base, "json", threads),
                 "postgres unnest": fresh_postgres(base, "unnest", threads),
                 "postgres copy": fresh_postgres(base, "copy", threads),
                 "sqlite": lambda: SqliteFeedbackStorage(work / f"{uuid.uuid4().hex}.db"),

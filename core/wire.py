@@ -79,13 +79,23 @@ _C0_AND_DEL = bytes(range(0x20)) + b"\x7f"
 _C1_LEAD = b"\xc2"  # UTF-8 of U+0080..U+00BF (the C1 controls among them) starts with it
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+"""One encoder for every call: ``json.dumps`` with these options builds a new one each time."""
+
+
 def json_text(value: Any) -> str:
     """Compact JSON as the wire carries it (no spaces, UTF-8 kept, keys in the given order)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return _COMPACT.encode(value)
+
+
+_JSON_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+"""What :func:`json_text` escapes in a string (``ensure_ascii=False``): quote, backslash, C0."""
 
 
 def json_bytes(value: Any) -> int:
     """Bytes of :func:`json_text` of ``value`` in UTF-8."""
+    if isinstance(value, str) and not _JSON_ESCAPED.search(value):
+        return len(value.encode("utf-8")) + 2  # the text between two quotes, as it is
     return len(json_text(value).encode("utf-8"))
 
 

@@ -424,7 +424,7 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     srv.add_argument(
-        "--workers", type=int, default=1, help="worker processes (default 1; > 1 needs PostgreSQL)"
+        "--workers", type=int, default=1, help="worker processes on one socket (default 1)"
     )
     for flag, kind, default, text in (
         ("header-timeout", float, 10.0, "seconds for a request's headers to arrive"),

@@ -101,8 +101,9 @@ class RequestLog:
                 metrics.bundle_downloads.labels(
                     str(params.get("version")), str(params.get("name")), str(status)
                 ).inc()
-            if log.isEnabledFor(logging.INFO):
-                log.info(_line(scope, route, status, seconds, bytes_in, bytes_out))
+            if log.isEnabledFor(logging.INFO):  # (no caller lookup: the line says it all)
+                line = _line(scope, route, status, seconds, bytes_in, bytes_out)
+                log.handle(log.makeRecord(log.name, logging.INFO, "", 0, line, (), None))
 
 
 def _line(
@@ -122,4 +123,8 @@ def _line(
         "client": f"{client[0]}:{client[1]}" if client else None,
         "pid": os.getpid(),
     }
-    return json.dumps(record, ensure_ascii=False)
+    return _ENCODER.encode(record)
+
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+"""``json.dumps(..., ensure_ascii=False)`` would build an encoder for every line."""

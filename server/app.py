@@ -56,12 +56,13 @@ from pocketrec.server import data_requests
 from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
 from pocketrec.server.admin import AdminToken
 from pocketrec.server.auth import bearer_token
+from pocketrec.server.blocking import finish, run_blocking
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
 from pocketrec.server.metrics import CONTENT_TYPE, exposition, server_metrics
 from pocketrec.server.openapi import OPENAPI_PATH, document
 from pocketrec.server.ratelimit import RateLimit, TokenBuckets
-from pocketrec.server.storage import FeedbackStorage
+from pocketrec.server.storage import FeedbackStorage, SubmitsEvents
 from pocketrec.server.transport import (
     AnswerCancelled,
     BodyDeadline,
@@ -121,13 +122,14 @@ def create_app(
     (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it).
     """
     limits = limits or TransportLimits()
+    submit_events = storage.submit_events if isinstance(storage, SubmitsEvents) else None
     buckets = None if rate_limit is None else TokenBuckets(rate_limit)
     metrics = server_metrics()
 
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             token = bearer_token(request.headers.get("authorization"))
-            device = None if token is None else await run_in_threadpool(storage.authenticate, token)
+            device = None if token is None else await run_blocking(storage.authenticate, token)
             if device is None:
                 return error(401, "unauthorized", "missing, unknown or revoked device token")
             setattr(request.state, DEVICE_STATE, device)
@@ -181,14 +183,17 @@ def create_app(
                 return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
         try:
             if len(body) >= PARSE_IN_THREAD_BYTES:
-                events = await run_in_threadpool(parse_batch, bytes(body))
+                events = await run_blocking(parse_batch, bytes(body))
             else:
                 events = parse_batch(bytes(body))
         except TooLarge as exc:
             return error(413, "too_large", str(exc), field=exc.field)
         except SchemaViolation as exc:
             return error(422, "schema", exc.problem, field=exc.field)
-        new = await run_in_threadpool(storage.insert_events, device, events)
+        if submit_events is not None:  # group commit: wait for the batch's commit, no thread
+            new = await finish(submit_events(device, events))
+        else:
+            new = await run_blocking(storage.insert_events, device, events)
         metrics.batch(len(events), new, len(body))
         if fault is not None and fault.after_commit:
             await asyncio.sleep(fault.delay)  # the client gives up waiting: the reply is lost

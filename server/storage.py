@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from pocketrec.core import wire
 from pocketrec.core.errors import StorageError
@@ -162,6 +163,18 @@ class FeedbackStorage(Protocol):
 
     def close(self) -> None:
         """Release the database (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class SubmitsEvents(Protocol):
+    """A storage that can queue a batch without blocking (SQLite's group commit): the server
+    awaits the future instead of tying up a thread for :meth:`FeedbackStorage.insert_events`."""
+
+    def submit_events(
+        self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
+    ) -> Future[int]:
+        """Queue ``insert_events(device_id, events)``; the future gets its result (or error)."""
         ...
 
 

@@ -4,11 +4,13 @@ and psycopg-pool). The schema, its partitions and the exactly-once design are de
 
 Connections come from a pool (autocommit; multi-statement writes open explicit transactions).
 Intake runs one insert statement (the ``event_ids`` guard and the events insert in one CTE), fed
-one of two ways: ``unnest``, the batch as arrays in that statement alone (a batch commits whole or
-not at all without a ``BEGIN``/``COMMIT`` round trip), or ``copy``, the batch COPYed into a
-per-connection temporary table and the same insert run from it, in one transaction. ``auto`` (the
-default) uses arrays below :data:`COPY_MIN_EVENTS` events and COPY from there
-(``bench/bench_server_storage.py`` measures both). A batch whose day
+one of three ways: ``json``, the batch as one JSON text parameter unpacked by
+``json_to_recordset`` in that statement alone (a batch commits whole or not at all without a
+``BEGIN``/``COMMIT`` round trip); ``unnest``, the same with seven arrays (psycopg dumps arrays in
+Python: more CPU on the server); or ``copy``, the batch COPYed into a per-connection temporary
+table and the same insert run from it, in one transaction. ``auto`` (the default) sends batches
+below :data:`COPY_MIN_EVENTS` events as JSON and COPYs larger ones
+(``bench/bench_server_storage.py`` measures all three). A batch whose day
 partition is missing (clock past the partitions made ahead, or an explicit ``received_at``)
 creates it and is retried; a deadlock between two batches sharing ids (both insert their ids in
 the same order, so it should not happen) is retried too. Streaming reads use a server-side
@@ -37,6 +39,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
+from pocketrec.core import wire
 from pocketrec.core.errors import StorageError
 from pocketrec.server import postgres_schema as schema
 from pocketrec.server.auth import hash_token, new_token
@@ -51,12 +54,13 @@ from pocketrec.server.storage import (
 )
 from pocketrec.server.validation import EventRecord
 
-Intake = Literal["auto", "unnest", "copy"]
+Intake = Literal["auto", "json", "unnest", "copy"]
 log = logging.getLogger("pocketrec.server")
 
-COPY_MIN_EVENTS = 100
-"""``intake="auto"`` COPYs batches of at least this many events and sends smaller ones as arrays
-(``bench/bench_server_storage.py``: arrays win at 25 events a batch, COPY at 500)."""
+COPY_MIN_EVENTS = 500
+"""``intake="auto"`` COPYs batches of at least this many events and sends smaller ones as JSON
+(``bench/bench_server_storage.py``, medians of 3, 10,000 events, 1/4 threads: JSON 1.4-1.5x
+arrays at 25 and 100 events and 1.1-1.3x COPY at 100; at 500 JSON and COPY within noise)."""
 
 DDL_LOCK_TIMEOUT = "5s"
 """How long partition DDL waits for its lock on ``events`` before giving up."""
@@ -94,6 +98,9 @@ ORDER BY b.ord
 """
 _UNNEST = """unnest(%(ids)s::uuid[], %(seqs)s::int8[], %(users)s::text[], %(items)s::text[],
               %(types)s::text[], %(ts)s::float8[], %(contexts)s::text[]) WITH ORDINALITY
+       AS b(event_id, seq, user_id, item_id, event_type, ts, context, ord)"""
+_JSON_ROWS = """ROWS FROM (json_to_recordset(%(rows)s::json) AS (event_id uuid, seq int8,
+           user_id text, item_id text, event_type text, ts float8, context text)) WITH ORDINALITY
        AS b(event_id, seq, user_id, item_id, event_type, ts, context, ord)"""
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
@@ -134,8 +141,8 @@ class PostgresFeedbackStorage:
         schema's migrations (tests pass more to stand for a newer build). Raises
         ``StorageUnavailableError`` when the database cannot be reached, ``SchemaTooNewError``
         for a schema of a newer pocketrec and ``StorageError`` for a schema that is not ours."""
-        if intake not in ("auto", "unnest", "copy"):
-            raise ValueError(f"intake must be 'auto', 'unnest' or 'copy', got {intake!r}")
+        if intake not in ("auto", "json", "unnest", "copy"):
+            raise ValueError(f"intake must be 'auto', 'json', 'unnest' or 'copy', got {intake!r}")
         if not 1 <= min_connections <= max_connections:
             raise ValueError("need 1 <= min_connections <= max_connections")
         self.where = describe(dsn)
@@ -150,7 +157,7 @@ class PostgresFeedbackStorage:
             max_size=max_connections,
             timeout=timeout,
             kwargs={"autocommit": True, "application_name": "pocketrec-server"},
-            configure=None if intake == "unnest" else self._configure,
+            configure=self._configure if intake in ("auto", "copy") else None,
             open=False,
             name="pocketrec",
         )
@@ -305,6 +312,16 @@ class PostgresFeedbackStorage:
         by_copy = self.intake == "copy" or (
             self.intake == "auto" and len(events) >= COPY_MIN_EVENTS
         )
+        if not by_copy and self.intake != "unnest":  # one JSON text parameter: cheap to send
+            params["rows"] = wire.json_text(
+                [
+                    {"event_id": e.event_id, "seq": e.seq, "user_id": e.user_id,
+                     "item_id": e.item_id, "event_type": e.event_type, "ts": e.timestamp,
+                     "context": e.context}
+                    for e in events
+                ]
+            )  # fmt: skip
+            return conn.execute(_INSERT.format(batch=_JSON_ROWS), params).rowcount
         if not by_copy:
             params.update(
                 ids=[e.event_id for e in events],

@@ -20,10 +20,14 @@ Version 2: ``bundles`` (``model_version`` primary key, ``manifest_sha256`` hex, 
 raw 64 bytes, ``published_at``); indexes ``events_device_user`` (data requests) and
 ``events_received`` (retention); ``application_id``.
 
-One connection guarded by a lock serves writes and short reads (requests come from a thread
-pool and SQLite allows one writer at a time anyway); ``iter_events``/``export_events`` stream from
-a read-only connection of their own, in one read transaction (a snapshot; WAL lets writers go
-on meanwhile).
+Writes go through a :class:`~pocketrec.server.group_commit.GroupCommitter`: one committer thread
+owns the write connection and commits every batch queued while the previous commit was being
+fsynced in one transaction, each batch in its own savepoint (a failing batch is rolled back alone
+and only its caller gets the error); a caller returns only once its batch is durable. No lock is
+held across an fsync. Short reads (authentication, bundles, counts) use a small pool of read-only
+connections, so they never wait behind a commit (WAL: readers see the last commit);
+``iter_events``/``export_events`` stream from a read-only connection of their own, in one read
+transaction (a snapshot; writers go on meanwhile).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pocketrec.core.errors import StorageError
 from pocketrec.server.auth import hash_token, new_token
+from pocketrec.server.group_commit import GroupCommitter
 from pocketrec.server.migrations import Step, check_supported, migrate
 from pocketrec.server.storage import (
     BundleRecord,
@@ -105,6 +111,8 @@ SCHEMA_VERSION = len(STEPS)
 _EVENT_COLUMNS = "event_id, device_id, seq, user_id, item_id, event_type, ts, context, received_at"
 _STREAM_ROWS = 1000
 """Rows fetched per step while streaming events."""
+_IDLE_READERS = 8
+"""Read-only connections kept open for short reads (more are opened under load, then closed)."""
 
 
 class SqliteFeedbackStorage:
@@ -124,24 +132,27 @@ class SqliteFeedbackStorage:
         self.path = Path(path)
         self.where = str(self.path)
         self.busy_timeout = busy_timeout
-        self._lock = threading.Lock()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._closed = False
         try:
-            self._conn = sqlite3.connect(
+            conn = sqlite3.connect(
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise storage_error(self.where, exc) from exc
         try:
-            migration = _Migration(self._conn, self.where)
+            migration = _Migration(conn, self.where)
             with self._errors():
                 found = migration.current_version()  # refuse a foreign file before WAL
                 check_supported(self.where, found, len(steps))  # and a newer one
-                enable_wal(self._conn, self.where, busy_timeout)
-                self._conn.execute("PRAGMA synchronous = FULL")
+                enable_wal(conn, self.where, busy_timeout)
+                conn.execute("PRAGMA synchronous = FULL")
                 migrate(migration, steps)
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        self._writer = GroupCommitter(conn, self.where, busy_timeout=busy_timeout)
 
     # ------------------------------------------------------------------ devices
 
@@ -149,23 +160,28 @@ class SqliteFeedbackStorage:
         """See :meth:`FeedbackStorage.add_device`."""
         check_device_id(device_id)
         token = new_token()
-        with self._lock, self._transaction():
-            self._conn.execute(
+        row = (device_id, hash_token(token), time.time())
+        self._writer.submit(
+            lambda conn: conn.execute(
                 "INSERT INTO devices (device_id, token_sha256, revoked, created_at) "
                 "VALUES (?, ?, 0, ?) ON CONFLICT (device_id) DO UPDATE SET "
                 "token_sha256 = excluded.token_sha256, revoked = 0, revoked_at = NULL",
-                (device_id, hash_token(token), time.time()),
+                row,
             )
+        )
         return token
 
     def revoke_device(self, device_id: str) -> bool:
         """See :meth:`FeedbackStorage.revoke_device`."""
-        with self._lock, self._transaction():
-            cursor = self._conn.execute(
-                "UPDATE devices SET revoked = 1, revoked_at = ? WHERE device_id = ?",
-                (time.time(), device_id),
+        params = (time.time(), device_id)
+        return self._writer.submit(
+            lambda conn: (
+                conn.execute(
+                    "UPDATE devices SET revoked = 1, revoked_at = ? WHERE device_id = ?", params
+                ).rowcount
+                > 0
             )
-        return cursor.rowcount > 0
+        )
 
     def devices(self) -> list[Device]:
         """See :meth:`FeedbackStorage.devices`."""
@@ -187,21 +203,33 @@ class SqliteFeedbackStorage:
     def insert_events(
         self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
     ) -> int:
-        """See :meth:`FeedbackStorage.insert_events`."""
+        """See :meth:`FeedbackStorage.insert_events`: the batch is committed together with the
+        other batches queued meanwhile, in a savepoint of its own (module docstring)."""
+        return self.submit_events(device_id, events, received_at=received_at).result()
+
+    def submit_events(
+        self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
+    ) -> Future[int]:
+        """:meth:`insert_events` without blocking: queue the batch for the next group commit;
+        the future resolves to the count of new events once the batch is durable (or raises as
+        :meth:`insert_events` does). The server awaits it without tying up a thread."""
+        if not events:
+            done: Future[int] = Future()
+            done.set_result(0)
+            return done
         now = time.time() if received_at is None else float(received_at)
-        rows = [
-            (e.event_id, device_id, e.seq, e.user_id, e.item_id, e.event_type, e.timestamp,
-             e.context, now)
-            for e in events
-        ]  # fmt: skip
-        with self._lock, self._transaction():
-            before = self._conn.total_changes
-            self._conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, device_id, seq, user_id, item_id, "
-                "event_type, ts, context, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        rows = [(device_id, now, *e) for e in events]  # e: the fields of EventRecord, in order
+
+        def insert(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(
+                "INSERT OR IGNORE INTO events (device_id, received_at, event_id, seq, user_id, "
+                "item_id, event_type, ts, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
-            return self._conn.total_changes - before
+            return conn.total_changes - before
+
+        return self._writer.submit_nowait(insert, rows=len(rows))
 
     def iter_events(self) -> Iterator[StoredEvent]:
         """See :meth:`FeedbackStorage.iter_events`."""
@@ -221,34 +249,40 @@ class SqliteFeedbackStorage:
     def erase_events(self, device_id: str, user_id: str | None = None) -> int:
         """See :meth:`FeedbackStorage.erase_events`."""
         where, params = _owner(device_id, user_id)
-        with self._lock, self._transaction():
-            return self._conn.execute(f"DELETE FROM events WHERE {where}", params).rowcount
+        return self._writer.submit(
+            lambda conn: conn.execute(f"DELETE FROM events WHERE {where}", params).rowcount
+        )
 
     def drop_events_before(self, cutoff_seconds: float) -> Retention:
         """See :meth:`FeedbackStorage.drop_events_before` (one ``DELETE``)."""
-        with self._lock, self._transaction():
-            deleted = self._conn.execute(
-                "DELETE FROM events WHERE received_at < ?", (float(cutoff_seconds),)
-            ).rowcount
+        cutoff = float(cutoff_seconds)
+        deleted = self._writer.submit(
+            lambda conn: (
+                conn.execute("DELETE FROM events WHERE received_at < ?", (cutoff,)).rowcount
+            )
+        )
         return Retention(events=deleted, partitions=0)
 
     # ------------------------------------------------------------------ bundles
 
     def record_bundle(self, bundle: BundleRecord) -> None:
         """See :meth:`FeedbackStorage.record_bundle`."""
-        with self._lock, self._transaction():
-            latest = self._conn.execute("SELECT max(model_version) FROM bundles").fetchone()[0]
+
+        def record(conn: sqlite3.Connection) -> None:
+            latest = conn.execute("SELECT max(model_version) FROM bundles").fetchone()[0]
             if latest is not None and bundle.model_version <= latest:
                 raise ValueError(
                     f"model_version {bundle.model_version} is not newer than the latest "
                     f"published {latest}; model versions only go up"
                 )
-            self._conn.execute(
+            conn.execute(
                 "INSERT INTO bundles (model_version, manifest_sha256, signature, published_at) "
                 "VALUES (?, ?, ?, ?)",
                 (bundle.model_version, bundle.manifest_sha256, bundle.signature,
                  bundle.published_at),
             )  # fmt: skip
+
+        self._writer.submit(record)
 
     def bundle(self, model_version: int) -> BundleRecord | None:
         """See :meth:`FeedbackStorage.bundle`."""
@@ -269,19 +303,25 @@ class SqliteFeedbackStorage:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def committer(self) -> GroupCommitter:
+        """The write path (its ``groups`` and ``largest_group`` counters show the grouping)."""
+        return self._writer
+
     def ping(self) -> None:
         """See :meth:`FeedbackStorage.ping` (reads the schema)."""
         self._read("SELECT count(*) FROM sqlite_master")
 
     def close(self) -> None:
-        """Close the connection (idempotent)."""
-        with self._lock:
-            self._conn.close()
+        """Commit the writes queued, then close every connection (idempotent)."""
+        self._writer.close()
+        with self._readers_lock:
+            self._closed = True
+            readers, self._readers = self._readers, []
+        for conn in readers:
+            conn.close()
 
     # ------------------------------------------------------------------ helpers
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._conn, self.where)
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
@@ -290,27 +330,50 @@ class SqliteFeedbackStorage:
         except sqlite3.Error as exc:
             raise storage_error(self.where, exc) from exc
 
+    def _read_only(self) -> sqlite3.Connection:
+        """A new read-only connection (autocommit: each statement reads the last commit)."""
+        uri = f"{self.path.resolve().as_uri()}?mode=ro"
+        with self._errors():
+            return sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
+                                   isolation_level=None, check_same_thread=False)  # fmt: skip
+
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        with self._lock, self._errors():
-            return list(self._conn.execute(sql, params).fetchall())
+        """All rows of one short query, on a pooled read-only connection (never waits for the
+        committer: WAL readers see the last commit while the next one is being written)."""
+        with self._readers_lock:
+            if self._closed:
+                raise StorageError(f"{self.where}: the storage is closed")
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = self._read_only()
+        try:
+            with self._errors():
+                rows = list(conn.execute(sql, params).fetchall())
+        except BaseException:
+            conn.close()
+            raise
+        with self._readers_lock:
+            if self._closed or len(self._readers) >= _IDLE_READERS:
+                conn.close()
+            else:
+                self._readers.append(conn)
+        return rows
 
     def _stream(self, sql: str, params: Sequence[object]) -> Iterator[StoredEvent]:
         """Rows of ``sql`` as events, from a read-only connection of their own in one read
         transaction (opened on the first ``next()``, closed when the iterator ends or is
         closed)."""
-        uri = f"{self.path.resolve().as_uri()}?mode=ro"
-        with self._errors():
-            conn = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout,
-                                   isolation_level=None, check_same_thread=False)  # fmt: skip
-            try:
+        conn = self._read_only()
+        try:
+            with self._errors():
                 conn.execute("BEGIN")
                 cursor = conn.execute(sql, params)
                 while rows := cursor.fetchmany(_STREAM_ROWS):
                     for row in rows:
                         yield StoredEvent(*row)
                 conn.execute("COMMIT")
-            finally:
-                conn.close()
+        finally:
+            conn.close()
 
 
 class _Migration:

@@ -196,6 +196,9 @@ class AnswerCancelled:
                 task.uncancel()
 
 
+_timeout_at = getattr(asyncio, "timeout_at", None)
+
+
 class BodyTimeout(Exception):
     """The request body did not arrive within the body timeout (answered 408)."""
 
@@ -225,9 +228,12 @@ class BodyDeadline:
             nonlocal body_done
             if body_done:
                 return await receive()
-            remaining = deadline - loop.time()
             try:
-                message = await asyncio.wait_for(receive(), max(remaining, 0.0))
+                if _timeout_at is not None:  # Python >= 3.11: no task per receive()
+                    async with _timeout_at(deadline):
+                        message = await receive()
+                else:
+                    message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.0))
             except asyncio.TimeoutError:
                 server_metrics().transport_timeouts.labels("body").inc()
                 raise BodyTimeout(self.timeout) from None

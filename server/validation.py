@@ -24,8 +24,7 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -44,9 +43,9 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class EventRecord:
-    """One checked event (``context`` kept as compact JSON text)."""
+class EventRecord(NamedTuple):
+    """One checked event (``context`` kept as compact JSON text). A named tuple: one is built
+    for every event of every upload, and the storages bind its fields as they are."""
 
     event_id: str
     seq: int | None
@@ -92,7 +91,7 @@ def parse_batch(body: bytes) -> list[EventRecord]:
             "body", f"JSON nested {depth} levels deep; the limit is {wire.MAX_BODY_DEPTH}"
         )
     try:
-        raw = json.loads(text, parse_constant=_no_constant)
+        raw = _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, an integer of over 4300 digits, NaN/Infinity
         raise SchemaViolation("body", f"not valid JSON ({exc})") from None
     if not isinstance(raw, dict):
@@ -100,19 +99,27 @@ def parse_batch(body: bytes) -> list[EventRecord]:
     events = raw.get("events")
     if not isinstance(events, list):
         raise SchemaViolation("events", "missing or not a list")
-    return [_event(f"events[{i}]", event) for i, event in enumerate(events)]
+    return [_event(i, event) for i, event in enumerate(events)]
 
 
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"?', re.DOTALL)  # to its end if unterminated
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _BRACKET_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def nesting_depth(body: bytes) -> int:
     """The deepest bracket nesting (``[``/``{``) of the JSON text ``body``, brackets inside
     strings not counted; linear time and no recursion, so it runs before the parser does.
-    (On text that is not JSON it is an estimate; the parser rejects such text anyway.)"""
-    brackets = _STRING.sub(b"", body).translate(None, _NOT_BRACKETS)
+    (On text that is not JSON it is an estimate; the parser rejects such text anyway.)
+
+    Inside a JSON string every backslash starts a two-byte escape, so dropping the escaped
+    backslashes and then the escaped quotes leaves quotes only where strings begin and end:
+    the text between them alternates outside, inside, outside... (an unterminated string runs
+    to the end). Bytes methods only: about 100x faster than a regular expression over strings.
+    """
+    plain = body.replace(b"\\\\", b"").replace(b'\\"', b"")
+    outside = b"".join(plain.split(b'"')[::2])
+    brackets = outside.translate(None, _NOT_BRACKETS)
     if not brackets:
         return 0
     steps = np.frombuffer(brackets.translate(_BRACKET_STEP), dtype=np.int8)
@@ -123,79 +130,95 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
 
 
-def _event(name: str, raw: object) -> EventRecord:
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+"""``json.loads(text, parse_constant=...)`` would build a decoder for every body."""
+
+
+def _event(index: int, raw: object) -> EventRecord:
+    """Event ``index`` of the batch, checked (field names in errors: ``events[i].<key>``, only
+    formatted when a check fails: this runs for every event of every upload)."""
     if not isinstance(raw, dict):
-        raise SchemaViolation(name, "must be a JSON object")
-    event_id = _event_id(f"{name}.event_id", raw.get("event_id"))
+        raise SchemaViolation(f"events[{index}]", "must be a JSON object")
+    event_id = _event_id(index, raw.get("event_id"))
     event_type = raw.get("event_type")
     if event_type not in EVENT_NAMES:
-        raise SchemaViolation(f"{name}.event_type", f"must be one of {', '.join(EVENT_NAMES)}")
-    user_id = _id(f"{name}.user_id", raw.get("user_id"))
-    item_id = _id(f"{name}.item_id", raw.get("item_id"))
-    context = _context(f"{name}.context", raw.get("context"))
+        raise SchemaViolation(
+            f"events[{index}].event_type", f"must be one of {', '.join(EVENT_NAMES)}"
+        )
+    user_id = _id(index, "user_id", raw.get("user_id"))
+    item_id = _id(index, "item_id", raw.get("item_id"))
+    context = _context(index, raw.get("context"))
     size = wire.event_size(user_id, item_id, context)
     if size > MAX_EVENT_BYTES:
-        raise TooLarge(name, size, MAX_EVENT_BYTES)
+        raise TooLarge(f"events[{index}]", size, MAX_EVENT_BYTES)
     return EventRecord(
         event_id=event_id,
-        seq=_seq(f"{name}.seq", raw.get("seq")),
+        seq=_seq(index, raw.get("seq")),
         user_id=user_id,
         item_id=item_id,
         event_type=str(event_type),
-        timestamp=_timestamp(f"{name}.timestamp", raw.get("timestamp")),
+        timestamp=_timestamp(index, raw.get("timestamp")),
         context=context,
     )
 
 
-def _event_id(field: str, value: object) -> str:
+def _event_id(index: int, value: object) -> str:
     """The canonical form of a UUID (one UUID written five ways is one event)."""
     if not isinstance(value, str) or len(value) > 64 or not value.isascii():
-        raise SchemaViolation(field, "must be a UUID string")
+        raise SchemaViolation(f"events[{index}].event_id", "must be a UUID string")
+    if _CANONICAL_UUID.fullmatch(value):
+        return value  # already the canonical form (what str(uuid.UUID(value)) gives)
     try:
         return str(uuid.UUID(value))
     except ValueError:
-        raise SchemaViolation(field, "not a UUID") from None
+        raise SchemaViolation(f"events[{index}].event_id", "not a UUID") from None
 
 
-def _id(field: str, value: object) -> str:
+def _id(index: int, key: str, value: object) -> str:
     problem = wire.id_problem(value)
     if problem is not None:
-        raise SchemaViolation(field, problem)
+        raise SchemaViolation(f"events[{index}].{key}", problem)
     assert isinstance(value, str)
     return value
 
 
-def _seq(field: str, value: object) -> int | None:
+def _seq(index: int, value: object) -> int | None:
     if value is None:
         return None
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value < 2**63:
-        raise SchemaViolation(field, "must be an integer from 1 to 2^63 - 1")
+        raise SchemaViolation(f"events[{index}].seq", "must be an integer from 1 to 2^63 - 1")
     return value
 
 
-def _timestamp(field: str, value: object) -> float:
+def _timestamp(index: int, value: object) -> float:
     if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise SchemaViolation(field, "must be a number (seconds since the epoch)")
+        raise SchemaViolation(
+            f"events[{index}].timestamp", "must be a number (seconds since the epoch)"
+        )
     try:
         seconds = float(value)
     except OverflowError:
-        raise SchemaViolation(field, "out of range") from None
+        raise SchemaViolation(f"events[{index}].timestamp", "out of range") from None
     if not math.isfinite(seconds) or not 0 <= seconds <= wire.MAX_TIMESTAMP:
-        raise SchemaViolation(field, "must be finite seconds from 1970 to the year 3000")
+        raise SchemaViolation(
+            f"events[{index}].timestamp", "must be finite seconds from 1970 to the year 3000"
+        )
     return seconds
 
 
-def _context(field: str, value: Any) -> str | None:
+def _context(index: int, value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        raise SchemaViolation(field, "must be a JSON object or null")
+        raise SchemaViolation(f"events[{index}].context", "must be a JSON object or null")
     try:
         text = wire.json_text(value)
     except ValueError as exc:  # a number that overflowed to infinity
-        raise SchemaViolation(field, f"not storable as JSON ({exc})") from None
+        raise SchemaViolation(f"events[{index}].context", f"not storable as JSON ({exc})") from None
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise SchemaViolation(field, "is not valid UTF-8 text (a lone surrogate)") from None
+        raise SchemaViolation(
+            f"events[{index}].context", "is not valid UTF-8 text (a lone surrogate)"
+        ) from None
     return text

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import SyncHarness
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_process import connect, get, metric_samples, read_reply, status_of
 from test_sync_server import event
 
@@ -143,6 +145,29 @@ def test_nesting_depth_skips_brackets_inside_strings() -> None:
     assert nesting_depth(b'{"a": "[[[[{{{{", "b": ["\\"[[", {}]}') == 3
     assert nesting_depth(b"") == 0
     assert nesting_depth(b'"]]]]"') == 0
+
+
+_TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\u00e9', max_size=8)
+_JSON_VALUES = st.recursive(
+    st.none() | st.integers() | _TRICKY_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY_TEXT, inner, max_size=3),
+    max_leaves=15,
+)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, list):
+        return 1 + max((_depth(v) for v in value), default=0)
+    if isinstance(value, dict):
+        return 1 + max((_depth(v) for v in value.values()), default=0)
+    return 0
+
+
+@given(_JSON_VALUES, st.booleans())
+@settings(max_examples=400, deadline=None)
+def test_nesting_depth_is_the_depth_of_the_parsed_value(value: object, ascii_only: bool) -> None:
+    body = json.dumps(value, ensure_ascii=ascii_only).encode()  # strings full of [ ] " and \\
+    assert nesting_depth(body) == _depth(value)
 
 
 def raw(server: SyncHarness, request: bytes) -> bytes:

@@ -25,7 +25,7 @@ from pocketrec.core.errors import StorageError
 from pocketrec.runtime.sync.http import HttpClient, NetworkError
 from pocketrec.server.postgres_schema import day_start, partition_name
 from pocketrec.server.storage import StorageUnavailableError
-from pocketrec.server.storage_postgres import PostgresFeedbackStorage
+from pocketrec.server.storage_postgres import Intake, PostgresFeedbackStorage
 from pocketrec.server.validation import EventRecord
 
 DAY = dt.timedelta(days=1)
@@ -192,10 +192,19 @@ def test_a_partition_detached_by_an_interrupted_run_is_dropped_next_time(
     assert not sql(dsn, f"SELECT 1 FROM pg_class WHERE relname = '{partition_name(day)}'")
 
 
-def test_copy_intake_is_exactly_once_and_atomic(dsn: str) -> None:
-    storage = PostgresFeedbackStorage(dsn, intake="copy", max_connections=2)
+@pytest.mark.parametrize("intake", ["copy", "json", "unnest"])
+def test_each_intake_is_exactly_once_atomic_and_exact(dsn: str, intake: Intake) -> None:
+    storage = PostgresFeedbackStorage(dsn, intake=intake, max_connections=2)
     try:
         events = make_events(30)
+        odd = EventRecord(str(uuid.uuid4()), None, 'u\u00e9"\\ \U0001f600', "i", "like",
+                          5e-324, '{"a":"\\u0000 \\"x\\""}')  # fmt: skip
+        assert storage.insert_events("phone", [odd]) == 1
+        [stored] = list(storage.iter_events())
+        assert (stored.seq, stored.user_id, stored.timestamp, stored.context) == (
+            odd.seq, odd.user_id, odd.timestamp, odd.context,
+        )  # fmt: skip
+        storage.erase_events("phone")
         assert storage.insert_events("phone", [*events, events[0]]) == 30
         assert storage.insert_events("phone", events) == 0
         bad = EventRecord(str(uuid.uuid4()), 2**63, "alice", "x", "view", 1.0, None)

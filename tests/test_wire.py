@@ -95,3 +95,19 @@ def test_first_id_problem_is_id_problem_of_the_first_bad_id(values: list[str]) -
         ((i, wire.id_problem(v)) for i, v in enumerate(values) if wire.id_problem(v)), None
     )
     assert wire.first_id_problem(values) == expected
+
+
+@given(st.text(max_size=60) | st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "\u2028", "é"]))
+@settings(max_examples=300, deadline=None)
+def test_json_bytes_counts_a_string_as_its_compact_json(text: str) -> None:
+    try:
+        expected = len(wire.json_text(text).encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate: both ways refuse it
+        expected = None
+    if expected is None:
+        try:
+            wire.json_bytes(text)
+        except UnicodeEncodeError:
+            return
+        raise AssertionError("a lone surrogate was counted")
+    assert wire.json_bytes(text) == expected

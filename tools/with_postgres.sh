@@ -6,7 +6,8 @@
 # initdb's a cluster into a temporary folder, starts it listening only on a Unix socket in that
 # folder (no TCP port), creates the database `pocketrec`, exports
 #   POCKETREC_TEST_POSTGRES=postgresql:///pocketrec?host=<folder>&user=postgres
-# runs CMD, then stops the cluster and removes the folder (also when CMD fails or is
+# (and POCKETREC_TEST_PGDATA, POCKETREC_TEST_PGBIN: the cluster's data folder and binaries), runs
+# CMD, then stops the cluster and removes the folder (also when CMD fails or is
 # interrupted). Exits with CMD's status. As root, the cluster runs as the `postgres` user (initdb
 # refuses root); otherwise as the calling user. When the PostgreSQL binaries are missing and this
 # runs as root, `apt-get install -y postgresql` installs them first.
@@ -70,6 +71,8 @@ trap 'exit 143' TERM
 "$bindir/psql" -X -q -h "$work" -U postgres -d postgres -c "CREATE DATABASE pocketrec" >/dev/null
 
 export POCKETREC_TEST_POSTGRES="postgresql:///pocketrec?host=$work&user=postgres"
+# for tools that restart the cluster (bench/bench_server.py --faults): its data folder, binaries
+export POCKETREC_TEST_PGDATA="$work/data" POCKETREC_TEST_PGBIN="$bindir"
 echo "with_postgres: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on $work" >&2
 status=0
 "$@" || status=$?
