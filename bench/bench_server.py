@@ -32,18 +32,18 @@ Configurations, run interleaved for ``--repeats`` repeats: ``baseline`` (the SQL
 commit ``361a9d0``, before group commit and PostgreSQL: ``git archive`` of that commit installed
 once with ``pip install --no-deps --target`` into a cache folder and run with ``PYTHONPATH``
 pointing there; same wire format; ``uvloop``/``httptools``, which it did not depend on, are
-hidden from it), ``sqlite`` (this tree, ``--sqlite-workers`` workers) and ``postgres`` (this
-tree, ``--workers`` workers). ``--faults`` adds runs that SIGKILL a server worker a third into the
-window (uvicorn's supervisor restarts it; a single-process server is restarted by the bench) and
-restart PostgreSQL (``pg_ctl restart -m fast``) at two thirds: 0 acknowledged events may be lost
-and 0 duplicated. Medians over the repeats and the ratios to the baseline are printed last
-(markdown), and everything goes to ``--json``.
+hidden from it), ``sqlite`` (this tree, one worker: ``serve`` refuses more on SQLite) and
+``postgres`` (this tree, ``--workers`` workers). ``--faults`` adds runs that SIGKILL a server
+worker a third into the window (uvicorn's supervisor restarts it; a single-process server is
+restarted by the bench) and restart PostgreSQL (``pg_ctl restart -m fast``) at two thirds: 0
+acknowledged events may be lost and 0 duplicated. Medians over the repeats and the ratios to the
+baseline are printed last (markdown), and everything goes to ``--json``.
 
 PostgreSQL comes from ``tools/with_postgres.sh`` (``POCKETREC_TEST_POSTGRES``; ``--faults`` needs
 ``POCKETREC_TEST_PGDATA``/``POCKETREC_TEST_PGBIN``, which it sets too). From the repository root::
 
     tools/with_postgres.sh .venv/bin/python bench/bench_server.py --devices 200 --repeats 3 \
-        --duration 15 --prefill 1200 --faults --sqlite-workers 1,2 --workers 2
+        --duration 15 --prefill 1200 --faults --workers 2
 
 ``--profile DIR`` writes py-spy's collapsed stacks (``--gil``: CPU, not waiting) of the server
 and of one load process for each run's window (``pip install py-spy``).
@@ -694,8 +694,7 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
         if name == "baseline":
             configs.append(Config("baseline sqlite", "sqlite", baseline=True))
         elif name == "sqlite":
-            for workers in [int(w) for w in str(args.sqlite_workers).split(",")]:
-                configs.append(Config(f"sqlite {workers}w", "sqlite", workers))
+            configs.append(Config("sqlite 1w", "sqlite", 1))
         elif name == "postgres":
             if postgres is None:
                 raise SystemExit("postgres needs POCKETREC_TEST_POSTGRES: run under "
@@ -723,7 +722,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--backends", default="baseline,sqlite,postgres",
                         help="comma-separated: baseline, sqlite, postgres")  # fmt: skip
     parser.add_argument("--workers", default="2", help="postgres workers (comma-separated)")
-    parser.add_argument("--sqlite-workers", default="1", help="sqlite workers (comma-separated)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--faults", action="store_true",

@@ -424,8 +424,9 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
     srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     srv.add_argument(
-        "--workers", type=int, default=1, help="worker processes on one socket (default 1)"
-    )
+        "--workers", type=int, default=1,
+        help="worker processes on one socket (default 1; more than 1 needs a postgresql:// --db)",
+    )  # fmt: skip
     for flag, kind, default, text in (
         ("header-timeout", float, 10.0, "seconds for a request's headers to arrive"),
         ("body-timeout", float, 60.0, "seconds for a request's body to arrive"),

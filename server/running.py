@@ -8,10 +8,11 @@ SIGINT the server stops accepting connections, lets the requests in flight finis
 then closes the database and returns. With ``workers > 1`` uvicorn's supervisor runs that many
 processes on one listening socket, each building its application with :func:`worker_app`;
 prometheus-client then keeps its values in a temporary folder (``PROMETHEUS_MULTIPROC_DIR``) so
-``/metrics`` on any worker reports them all. On a SQLite file each worker has its own group
-committer and they take turns on the file's write lock (``pocketrec.server.group_commit``); on a
-2-core machine shared with the load generator, ``bench/bench_server.py`` measured 2 workers at
-about the events/s of 1 (medians 12.1k vs 12.8k), so more workers pay off only with spare cores.
+``/metrics`` on any worker reports them all. SQLite has one writer at a time (one group
+committer, ``pocketrec.server.group_commit``), so several workers need a ``postgresql://``
+database and ``serve`` refuses them on a SQLite file: ``bench/bench_server.py`` measured 2
+workers sharing the file's write lock at about the events/s of 1 (medians 12.1k vs 12.8k, commit
+3630037, which allowed it).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
 from pocketrec.server.metrics import MULTIPROC_ENV, worker_exited
 from pocketrec.server.ratelimit import RateLimit
-from pocketrec.server.storage import FeedbackStorage, open_storage
+from pocketrec.server.storage import FeedbackStorage, is_postgres, open_storage
 from pocketrec.server.transport import ServerConfig, TransportLimits
 
 log = logging.getLogger("pocketrec.server")
@@ -180,9 +181,16 @@ def serve(
     options: ServerOptions | None = None,
 ) -> None:
     """Serve the database ``db`` and the bundles in ``bundles_dir`` until SIGTERM/SIGINT, then
-    shut down gracefully (module docstring), with ``workers`` processes."""
+    shut down gracefully (module docstring), with ``workers`` processes. ``workers > 1`` needs
+    a ``postgresql://`` ``db`` (``ValueError`` for a SQLite file: one writer at a time)."""
     if workers < 1:
         raise ValueError(f"--workers must be >= 1, got {workers}")
+    if workers > 1 and not is_postgres(db):
+        raise ValueError(
+            f"--workers {workers} needs a postgresql:// database: SQLite ({db}) allows one "
+            "writer at a time, so extra workers would only wait on its lock; run one worker, "
+            "or use PostgreSQL"
+        )
     _run(str(db), str(bundles_dir), host=host, port=port, workers=workers,
          options=options or ServerOptions())  # fmt: skip
 

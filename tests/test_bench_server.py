@@ -75,18 +75,6 @@ def test_sqlite_and_the_baseline_with_a_killed_server_store_each_event_exactly_o
     assert faulted["cpu_per_1000"] is None  # the killed process took its CPU time with it
 
 
-def test_sqlite_with_two_workers_and_a_killed_worker_stores_each_event_exactly_once(
-    tmp_path: Path,
-) -> None:
-    runs = run_bench(tmp_path, "--backends", "sqlite", "--sqlite-workers", "2", "--faults")
-    by_name = {run["config"]: run for run in runs}
-    assert set(by_name) == {"sqlite 2w", "sqlite 2w + faults"}
-    for run in runs:
-        check_exactly_once(run)
-    assert by_name["sqlite 2w"]["cpu_per_1000"] > 0
-    assert by_name["sqlite 2w + faults"]["faults"][0].startswith("SIGKILL worker")
-
-
 def test_postgres_with_two_workers_a_killed_worker_and_a_restart_loses_nothing(
     tmp_path: Path,
 ) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ from conftest import SyncHarness
 from server_process import ServerProcess, connect, get, metric, metric_samples, read_reply
 from test_sync_server import event, post
 
+from pocketrec.cli import main
 from pocketrec.runtime.sync.http import HttpClient
 
 
@@ -176,13 +178,33 @@ def test_shutdown_waits_for_a_stuck_request_at_most_the_graceful_timeout(tmp_pat
     assert server.event_ids() == []
 
 
+def test_workers_above_one_are_refused_on_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(
+        ["serve", "--db", str(tmp_path / "s.sqlite"), "--bundles", str(tmp_path / "b"),
+         "--workers", "2"]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--workers 2 needs a postgresql:// database" in err
+    assert not (tmp_path / "s.sqlite").exists()  # refused before anything was opened
+
+
 def test_metrics_of_several_workers_are_summed_whichever_worker_is_scraped(
     tmp_path: Path,
 ) -> None:
-    """``pocketrec serve --workers 2`` on SQLite: two real worker processes (uvicorn's
-    supervisor), each with its own group committer, taking turns on the file's write lock."""
+    """Two real worker processes (uvicorn's supervisor, the production ``_run`` path); SQLite is
+    safe with two processes at this load (each worker has its own group committer and they take
+    turns on the write lock), ``serve`` only refuses it because it does not scale."""
     root = tmp_path / "server"
-    server = ServerProcess(root, "--workers", "2")
+    server = ServerProcess(root)
+    code = (
+        "from pocketrec.server.running import ServerOptions, _run; "
+        f"_run({str(server.db)!r}, {str(server.bundles)!r}, host='127.0.0.1', "
+        f"port={server.port}, workers=2, options=ServerOptions())"
+    )
+    server.command = [sys.executable, "-c", code]
     token = server.add_device("phone")
     prometheus_dirs = set(Path(tempfile.gettempdir()).glob("pocketrec-prom-*"))
     with server:
