@@ -13,6 +13,21 @@ from pocketrec.storage import Store
 
 
 @pytest.fixture(scope="session")
+def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The compiled power-loss shim (``tools/powerloss.py``, ``tests/powerloss/crashvfs.c``): a
+    build failure fails the test when ``CI=true``, else skips it."""
+    from tool_modules import load_tool
+
+    powerloss = load_tool("powerloss")
+    try:
+        return Path(powerloss.build_shim(tmp_path_factory.mktemp("crashvfs")))
+    except powerloss.ShimUnavailable as exc:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared datasets folder (``$POCKETREC_DATA`` or ``../shared/data`` from the project).
 

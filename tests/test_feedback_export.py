@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import SERVER_BACKENDS, SyncHarness
+from test_sync_server import event as sync_event
 
 from pocketrec.cli import main
 from pocketrec.core import DataFormatError, load
@@ -36,16 +37,8 @@ MAY_1 = 1_714_521_600.0  # 2024-05-01T00:00:00Z
 
 
 def event(**fields: Any) -> dict[str, Any]:
-    base = {
-        "event_id": str(uuid.uuid4()),
-        "seq": 1,
-        "user_id": "alice",
-        "item_id": "i00001",
-        "event_type": "click",
-        "timestamp": MAY_1,
-        "context": None,
-    }
-    return {**base, **fields}
+    """An upload event (``test_sync_server.event``) on 2024-05-01 unless ``timestamp`` says."""
+    return sync_event(**{"timestamp": MAY_1, **fields})
 
 
 def post(client: HttpClient, events: list[dict[str, Any]]) -> None:

@@ -6,7 +6,6 @@ kind of write and sync of a group commit: no acknowledged batch is lost, no batc
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import sqlite3
@@ -208,17 +207,6 @@ BATCH = 7
 MAX_OPS = 160
 """Crash points are drawn from the first this-many writes/syncs/truncates of the intake (a group
 commit is a few WAL writes and one sync)."""
-
-
-@pytest.fixture(scope="module")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The compiled power-loss shim (a build failure fails the test when ``CI=true``)."""
-    try:
-        return Path(powerloss.build_shim(tmp_path_factory.mktemp("crashvfs")))
-    except powerloss.ShimUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
 
 
 def crash_child(shim: str, path: str, crash_at: int, torn: bool, off: bool) -> None:

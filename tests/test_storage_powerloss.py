@@ -30,17 +30,6 @@ OFF = "synchronous = OFF"
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
-@pytest.fixture(scope="session")
-def shim(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The compiled shim: a build failure fails the test when ``CI=true``, else skips it."""
-    try:
-        return Path(powerloss.build_shim(tmp_path_factory.mktemp("crashvfs")))
-    except powerloss.ShimUnavailable as exc:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-
-
 def run_child(body: Callable[[], None]) -> int:
     """Run ``body`` in a forked child; its exit status (0 when ``body`` returns)."""
     _, code = crash_workload.finish_child(*crash_workload.start_child(lambda _: body()))
