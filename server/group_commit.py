@@ -127,6 +127,9 @@ class GroupCommitter:
             try:
                 self._commit(group)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
+                if self._conn.in_transaction:  # nor wedge every later group's BEGIN
+                    with contextlib.suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
                 for job in group:
                     if not job.future.done():
                         job.future.set_exception(exc)

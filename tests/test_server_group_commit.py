@@ -23,6 +23,7 @@ from tool_modules import TOOLS, load_tool
 
 from pocketrec.core.errors import StorageError
 from pocketrec.server import BundleRecord
+from pocketrec.server.group_commit import GroupCommitter
 from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
 from pocketrec.server.validation import EventRecord
 
@@ -169,6 +170,32 @@ def test_a_failing_batch_in_a_group_is_rolled_back_alone(storage: SqliteFeedback
     assert latest is not None
     assert latest.model_version == 3
     assert storage.insert_events("phone", bad[:10]) == 10  # its ids were not left claimed
+
+
+class Escaped(BaseException):
+    """Not an ``Exception``: gets past the per-write ``SAVEPOINT`` handling, as a bug would."""
+
+
+def test_a_write_escaping_the_savepoint_fails_its_group_and_the_next_group_still_commits(
+    tmp_path: Path,
+) -> None:
+    conn = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    committer = GroupCommitter(conn, "g.sqlite")
+
+    def escaping(c: sqlite3.Connection) -> None:
+        c.execute("INSERT INTO t VALUES (1)")
+        raise Escaped
+
+    try:
+        with pytest.raises(Escaped):
+            committer.submit(escaping)
+        committer.submit(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+    finally:
+        committer.close(10)
+    check = sqlite3.connect(tmp_path / "g.sqlite")
+    assert check.execute("SELECT x FROM t").fetchall() == [(2,)]  # the escaped write rolled back
+    check.close()
 
 
 def test_reads_do_not_wait_for_a_commit_in_progress(storage: SqliteFeedbackStorage) -> None:
