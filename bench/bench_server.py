@@ -9,11 +9,16 @@ Before the run each device logs ``--prefill`` events (its backlog, in ``append_m
 load generator ~40% more CPU (py-spy), CPU the 2-core machine then takes from the server. Devices
 then run sync passes back to back (a closed loop: the server's capacity sets the pace), each
 uploading everything pending batch by batch through the client's real path (``Store.pending``,
-``still_pending`` before every send, the JSON body, one HTTP connection per request, retries with
-backoff, ``mark_uploaded`` after the 2xx); a device whose backlog runs out logs ``--chunk``
-batches more (counted in the load generator's CPU). ``--devices`` devices run as threads in
-``--processes`` processes. The only instrumentation on the client is a subclass of its
-``HttpClient`` that times each ``POST`` and reads the ``new`` count of its reply.
+``still_pending`` before every send, the JSON body, one kept-alive HTTP connection for the
+requests of a pass, closed when the pass ends, retries with backoff, ``mark_uploaded`` after the
+2xx); a device whose backlog runs out logs ``--chunk`` batches more (counted in the load
+generator's CPU). ``--devices`` devices run as threads in ``--processes`` processes. The only
+instrumentation on the client is a subclass of its ``HttpClient`` that times each ``POST`` and
+reads the ``new`` count of its reply; with ``--connections per-request`` it also closes the
+connection after every request, as the device client did before it kept connections alive
+(``per-sync``, the default, is the client as it is; ``per-sync,per-request`` runs every server
+configuration both ways, interleaved, and the baseline only per request, with the client of its
+time).
 
 Per run (a fresh database each time): after ``--warmup`` seconds a window of ``--duration``
 seconds is measured; then the devices stop logging and drain what is pending, the server is
@@ -43,7 +48,7 @@ PostgreSQL comes from ``tools/with_postgres.sh`` (``POCKETREC_TEST_POSTGRES``; `
 ``POCKETREC_TEST_PGDATA``/``POCKETREC_TEST_PGBIN``, which it sets too). From the repository root::
 
     tools/with_postgres.sh .venv/bin/python bench/bench_server.py --devices 200 --repeats 3 \
-        --duration 15 --prefill 1200 --faults --workers 2
+        --duration 15 --prefill 1200 --faults --workers 2 --connections per-sync,per-request
 
 ``--profile DIR`` writes py-spy's collapsed stacks (``--gil``: CPU, not waiting) of the server
 and of one load process for each run's window (``pip install py-spy``).
@@ -219,6 +224,7 @@ class Config:
     workers: int = 1
     baseline: bool = False
     faults: bool = False
+    per_request: bool = False  # the load generator closes its connection after every request
 
 
 REGISTER = """
@@ -346,6 +352,7 @@ class DeviceSpec:
     chunk: int
     prefill: int
     out: str
+    per_request: bool = False
 
 
 def device_process(spec: DeviceSpec, ready: Any, go: Any, stop: Any) -> None:
@@ -358,14 +365,16 @@ def device_process(spec: DeviceSpec, ready: Any, go: Any, stop: Any) -> None:
     posts: list[tuple[float, float, int, int]] = []  # (end, seconds, status, new)
 
     class TimedHttpClient(HttpClient):
-        def post_json(self, path: str, body: bytes) -> Response:
+        def post_json(self, path: str, body: bytes, *, idempotent: bool = False) -> Response:
             began = time.monotonic()
             try:
-                response = super().post_json(path, body)
+                response = super().post_json(path, body, idempotent=idempotent)
             except NetworkError:
                 posts.append((time.monotonic(), time.monotonic() - began, 0, 0))
                 raise
             ended = time.monotonic()
+            if spec.per_request:
+                self.close()  # one connection per request: the client before keep-alive
             new = 0
             if 200 <= response.status < 300:
                 new = int(json.loads(response.body)["new"])
@@ -517,7 +526,8 @@ def run_once(
         ready, go, stop = context.Queue(), context.Event(), context.Event()
         specs = [
             DeviceSpec(server.url, tokens[p :: args.processes], str(stores), args.batch,
-                       args.chunk, args.prefill, str(folder / f"devices-{p}.json"))
+                       args.chunk, args.prefill, str(folder / f"devices-{p}.json"),
+                       config.per_request)
             for p in range(args.processes)
         ]  # fmt: skip
         procs = [context.Process(target=device_process, args=(s, ready, go, stop)) for s in specs]
@@ -644,7 +654,10 @@ def fmt(value: float | None, spec: str) -> str:
 
 
 def print_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
-    base = next((r for r in rows if r["config"] == "baseline sqlite"), None)
+    # the reference: the baseline server with the client of its time (a connection per
+    # request) when that ran, else the baseline server with this client
+    base = next((r for r in rows if r["config"] == "baseline sqlite conn/request"), None) or next(
+        (r for r in rows if r["config"] == "baseline sqlite"), None)  # fmt: skip
     print(f"\n{args.devices} devices, {args.batch} events a batch, window {args.duration:g} s, "
           f"medians of {args.repeats} repeats\n")  # fmt: skip
     print("| server | workers | faults | events/s | p50 / p99 ms | CPU s / 1,000 events "
@@ -703,9 +716,20 @@ def build_configs(args: argparse.Namespace, postgres: Postgres | None) -> list[C
                 configs.append(Config(f"postgres {workers}w", "postgres", workers))
         else:
             raise SystemExit(f"unknown backend {name!r} (baseline, sqlite, postgres)")
+    modes = args.connections.split(",")
+    if not modes or any(m not in ("per-sync", "per-request") for m in modes):
+        raise SystemExit(f"--connections: per-sync and/or per-request, got {args.connections!r}")
+    configs = [
+        Config(c.name + (" conn/request" if mode == "per-request" else ""), c.backend,
+               c.workers, c.baseline, per_request=mode == "per-request")
+        for c in configs for mode in modes
+        # the baseline runs with the client of its time (a connection per request) if that runs
+        if not (c.baseline and "per-request" in modes and mode != "per-request")
+    ]  # fmt: skip
     if args.faults:
-        configs += [Config(f"{c.name} + faults", c.backend, c.workers, c.baseline, True)
-                    for c in configs if not c.baseline]  # fmt: skip
+        configs += [Config(f"{c.name} + faults", c.backend, c.workers, c.baseline, True,
+                           c.per_request)
+                    for c in configs if not c.baseline and not c.per_request]  # fmt: skip
     return configs
 
 
@@ -723,6 +747,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="comma-separated: baseline, sqlite, postgres")  # fmt: skip
     parser.add_argument("--workers", default="2", help="postgres workers (comma-separated)")
     parser.add_argument("--processes", type=int, default=2, help="load-generator processes")
+    parser.add_argument("--connections", default="per-sync",
+                        help="the devices' HTTP connections: per-sync (kept alive for a pass, "
+                        "the client as it is) and/or per-request (closed after each request, "
+                        "the client before keep-alive); comma-separated")  # fmt: skip
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--faults", action="store_true",
                         help="also runs that kill a worker and restart PostgreSQL")  # fmt: skip

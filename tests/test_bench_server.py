@@ -61,12 +61,17 @@ def test_sqlite_and_the_baseline_with_a_killed_server_store_each_event_exactly_o
     tmp_path: Path,
 ) -> None:
     baseline_available()
-    runs = run_bench(tmp_path, "--backends", "baseline,sqlite", "--faults")
+    runs = run_bench(
+        tmp_path, "--backends", "baseline,sqlite", "--faults", "--connections",
+        "per-sync,per-request",
+    )  # fmt: skip
     by_name = {run["config"]: run for run in runs}
-    assert set(by_name) == {"baseline sqlite", "sqlite 1w", "sqlite 1w + faults"}
+    assert set(by_name) == {
+        "baseline sqlite conn/request", "sqlite 1w", "sqlite 1w conn/request", "sqlite 1w + faults",
+    }  # fmt: skip
     for run in runs:
         check_exactly_once(run)
-    for name in ("baseline sqlite", "sqlite 1w"):
+    for name in ("baseline sqlite conn/request", "sqlite 1w", "sqlite 1w conn/request"):
         assert by_name[name]["cpu_per_1000"] > 0
         assert by_name[name]["server_cpu_s"] > 0
         assert by_name[name]["faults"] == []

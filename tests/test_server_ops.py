@@ -212,6 +212,7 @@ def test_metrics_of_several_workers_are_summed_whichever_worker_is_scraped(
         uploads = 0
         while uploads < 200:  # until both workers have stored batches (the kernel chooses)
             assert post(client, [event(), event()]).status == 200
+            client.close()  # a new connection for each: the kernel picks a worker per connection
             uploads += 1
             pids = {line["pid"] for line in server.access_lines() if line["route"] == "/v1/events"}
             if uploads >= 10 and len(pids) == 2:

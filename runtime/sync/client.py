@@ -140,7 +140,9 @@ class SyncClient:
         current_version: int | None = None,
         on_bundle: Callable[[Path], None] | None = None,
     ) -> SyncReport:
-        """One pass (module docstring); one pass at a time per client (others wait).
+        """One pass (module docstring); one pass at a time per client (others wait). The
+        pass's requests (upload batches, the bundle check, downloads) share one HTTP
+        connection, closed when the pass ends (``HttpClient``).
 
         ``current_version``: the model version being served (no bundle at or below it, nor
         below any installed one, is accepted); ``on_bundle(path)``: called with a newly
@@ -165,6 +167,8 @@ class SyncClient:
                 report.unauthorized = isinstance(exc, SyncAuthError)
                 report.upload.pending = self.store.stats().pending_events
                 logger.info("sync stopped: %s", exc)
+            finally:
+                self.client.close()  # the pass's connection: no idle socket until the next one
             return report
 
     def _update(

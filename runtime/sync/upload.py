@@ -91,7 +91,9 @@ def _send(
         if not current.events:
             raise _Withdrawn
         sent[0] = current
-        return client.post_json(EVENTS_PATH, request_body(current.events))
+        # idempotent: the server stores each event_id once, so a batch sent twice (a reply
+        # lost, a kept connection closed under the request) is stored once
+        return client.post_json(EVENTS_PATH, request_body(current.events), idempotent=True)
 
     try:
         response = retrier.call(attempt, what="upload")
