@@ -194,14 +194,19 @@ class StepModel:
         """:meth:`step` with checks, for the proof and for every event the runtime applies: an
         interpreter error or a non-finite output (weights that blow up on this item) raises
         :class:`BundleError` naming the model, so it never becomes a user's state."""
-        what = f"{self._source}: an event on item {item} (event type {event})"
         try:
             new_state, user = self.step(item, event, state)
         except INTERPRETER_ERRORS as exc:
-            raise BundleError(f"{what} fails ({_describe(exc)})") from None
-        if not (np.all(np.isfinite(new_state)) and np.all(np.isfinite(user))):
-            raise BundleError(f"{what} gives a non-finite state or user vector")
+            raise BundleError(f"{self._event_text(item, event)} fails ({_describe(exc)})") from None
+        # per event: the array methods cost about half of np.all(np.isfinite(...)) here
+        if not (np.isfinite(new_state).all() and np.isfinite(user).all()):
+            raise BundleError(
+                f"{self._event_text(item, event)} gives a non-finite state or user vector"
+            )
         return new_state, user
+
+    def _event_text(self, item: int, event: int) -> str:
+        return f"{self._source}: an event on item {item} (event type {event})"
 
     def _invoke(
         self, item: int, event: int, state: npt.NDArray[np.float32]
