@@ -2,8 +2,11 @@
 
 The top-level folders ``core/ native/ runtime/ converter/ storage/ server/`` install as
 subpackages of ``pocketrec`` through ``package_dir``; nothing installs a top-level ``core``.
-The C top-k kernel is a cffi extension built from ``native/csrc``. It is optional: where it cannot
-be compiled the package still installs and the numba backend is used (with one warning at run time).
+The C top-k kernel is a cffi extension built from ``native/csrc`` against Python's stable ABI, so
+``pip wheel .`` gives one ``cp310-abi3`` wheel per platform that installs on CPython 3.10 and later
+without a compiler. The extension is optional: where it cannot be compiled the package still
+installs and ``auto`` falls back (with one warning at run time) to numba when the ``numba`` extra is
+installed, else to the numpy reference.
 """
 
 from pathlib import Path
@@ -31,7 +34,6 @@ setup(
     cffi_modules=["native/csrc/build_cffi.py:ffibuilder"],
     install_requires=[
         "numpy>=1.23",
-        "numba>=0.58",
         "cffi>=1.17",
         "sqlite-utils>=3.35",
         # verifies the Ed25519 signature of bundle updates (imported only by sync)
@@ -41,6 +43,9 @@ setup(
         "ai-edge-litert>=1.0; platform_system != 'Windows'",
     ],
     extras_require={
+        # the compiled fallback top-k backend where the C extension cannot be built (~210 MB with
+        # llvmlite; the device install does without it)
+        "numba": ["numba>=0.58"],
         # pyarrow: `pocketrec train --data` reads a Parquet feedback export
         "convert": ["tensorflow-cpu>=2.16", "pyarrow>=15"],
         # pyarrow: `pocketrec export-feedback --format parquet`
@@ -63,6 +68,8 @@ setup(
             "pyarrow>=15",
         ],
         "dev": [
+            # the kernel tests compare every backend
+            "numba>=0.58",
             # the converter's tests train and convert real models
             "tensorflow-cpu>=2.16",
             # the sync tests run the real server on loopback, on SQLite and PostgreSQL
@@ -84,6 +91,8 @@ setup(
         ],
         "bench": ["faiss-cpu>=1.8"],
     },
+    # cffi compiles the extension with Py_LIMITED_API; this tags the wheel abi3 to match.
+    options={"bdist_wheel": {"py_limited_api": "cp310"}},
     entry_points={"console_scripts": ["pocketrec=pocketrec.cli:main"]},
     classifiers=[
         "Programming Language :: Python :: 3",

@@ -3,7 +3,9 @@
 Backends are imported lazily: ``numba`` costs about half a second to import, so it is only loaded
 when it is used. ``"auto"`` prefers ``c``, then ``numba``, then ``numpy`` (the order the benchmark
 in ``bench/bench_topk.py`` measures); when the C extension is missing it says so once with a
-``RuntimeWarning`` and falls back.
+``RuntimeWarning`` and falls back. numba is optional (the ``pocketrec[numba]`` extra): without the C
+extension and without numba, ``auto`` uses the numpy reference, which gives the same results,
+more slowly.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ _MODULES = {
     "numpy": "pocketrec.native.reference",
 }
 _warned = threading.Event()
+NUMBA_HINT = "pip install 'pocketrec[numba]'"
+"""How to get the numba backend (named in the messages that say it is missing)."""
 
 
 class Backend(Protocol):
@@ -72,7 +76,7 @@ def _why_unavailable(name: str) -> str | None:
         reason = _c_import_error()
         return None if reason is None else f"the C extension is not built ({reason})"
     if name == "numba" and not _numba_installed():
-        return "numba is not installed"
+        return f"numba is not installed ({NUMBA_HINT} adds it)"
     return None
 
 
@@ -87,12 +91,7 @@ def resolve(name: str) -> str:
         available = backends()
         if "c" not in available and not _warned.is_set():
             _warned.set()
-            fallback = available[0]
-            warnings.warn(
-                f"pocketrec: {_why_unavailable('c')}; using the {fallback} top-k backend",
-                RuntimeWarning,
-                stacklevel=3,
-            )
+            warnings.warn(_fallback_message(available[0]), RuntimeWarning, stacklevel=3)
         return available[0]
     if name not in NAMES:
         raise ValueError(f"unknown backend {name!r}; expected 'auto' or one of {list(NAMES)}")
@@ -100,6 +99,17 @@ def resolve(name: str) -> str:
     if reason is not None:
         raise BackendUnavailableError(f"backend {name!r} is not available: {reason}")
     return name
+
+
+def _fallback_message(fallback: str) -> str:
+    """The one warning ``auto`` gives when it cannot use the C extension."""
+    message = f"pocketrec: {_why_unavailable('c')}; using the {fallback} top-k backend"
+    if fallback == "numpy":
+        message += (
+            " (the reference: same results, slower than C or numba; numba is not installed, "
+            f"{NUMBA_HINT} adds a compiled fallback)"
+        )
+    return message
 
 
 @cache

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import warnings
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
@@ -281,6 +282,42 @@ def test_missing_c_extension_falls_back_with_one_warning(monkeypatch: pytest.Mon
         assert registry.resolve("auto") == "numba"  # said once only
     with pytest.raises(BackendUnavailableError, match="backend 'c' is not available"):
         registry.resolve("c")
+
+
+def test_without_c_and_numba_auto_uses_the_numpy_reference(tmp_path: Path) -> None:
+    # A fresh interpreter where neither the C extension nor numba can be imported (a None entry in
+    # sys.modules makes an import fail as a missing module would): the device install without a
+    # compiler and without the numba extra.
+    code = (
+        "import sys, warnings\n"
+        "sys.modules['numba'] = None\n"
+        "sys.modules['pocketrec.native._ctopk'] = None\n"
+        "import numpy as np\n"
+        "from pocketrec.native import backends, registry, topk\n"
+        "assert backends() == ['numpy'], backends()\n"
+        "items = np.arange(12, dtype=np.float32).reshape(4, 3)\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    ids, _ = topk(items, np.ones(3, np.float32), 2)\n"
+        "    topk(items, np.ones(3, np.float32), 2)\n"
+        "assert ids.tolist() == [3, 2], ids\n"
+        "assert len(caught) == 1, [str(w.message) for w in caught]\n"
+        "print(caught[0].message)\n"
+        "try:\n"
+        "    registry.resolve('numba')\n"
+        "except Exception as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=str(tmp_path), check=True, capture_output=True, text=True
+    ).stdout.splitlines()
+    assert out[0].startswith("pocketrec: the C extension is not built (")
+    assert "using the numpy top-k backend" in out[0]
+    assert "pip install 'pocketrec[numba]'" in out[0]
+    assert out[1] == (
+        "BackendUnavailableError backend 'numba' is not available: numba is not installed "
+        "(pip install 'pocketrec[numba]' adds it)"
+    )
 
 
 def test_subpackages_do_not_install_top_level_modules(tmp_path: pytest.TempPathFactory) -> None:
