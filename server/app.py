@@ -55,7 +55,7 @@ from pocketrec.core.errors import StorageError
 from pocketrec.server import data_requests
 from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
 from pocketrec.server.admin import AdminToken
-from pocketrec.server.auth import bearer_token
+from pocketrec.server.auth import AUTH_CACHE_SECONDS, TokenCache, bearer_token
 from pocketrec.server.blocking import finish, run_blocking
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
@@ -110,6 +110,7 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
     admin: AdminToken | None = None,
     retention_days: float | None = None,
+    auth_cache_seconds: float = AUTH_CACHE_SECONDS,
 ) -> Starlette:
     """The ASGI application serving ``storage`` and ``bundles``.
 
@@ -119,17 +120,29 @@ def create_app(
     ``on_shutdown``: called once when the server shuts down (after in-flight requests finished),
     e.g. to close the storage; ``admin``: the operator's token for the admin routes (without it
     they answer 401); ``retention_days``: drop events older than this at start and then daily
-    (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it).
+    (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it);
+    ``auth_cache_seconds``: how long a checked token is trusted without asking the database
+    (``pocketrec.server.auth.TokenCache``; 0: every request asks).
     """
     limits = limits or TransportLimits()
     submit_events = storage.submit_events if isinstance(storage, SubmitsEvents) else None
     buckets = None if rate_limit is None else TokenBuckets(rate_limit)
     metrics = server_metrics()
+    tokens = TokenCache(auth_cache_seconds)
+
+    async def device_of(token: str | None) -> str | None:
+        if token is None:
+            return None
+        device = tokens.get(token)
+        if device is None:
+            device = await run_blocking(storage.authenticate, token)
+            if device is not None:
+                tokens.put(token, device)
+        return device
 
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            token = bearer_token(request.headers.get("authorization"))
-            device = None if token is None else await run_blocking(storage.authenticate, token)
+            device = await device_of(bearer_token(request.headers.get("authorization")))
             if device is None:
                 return error(401, "unauthorized", "missing, unknown or revoked device token")
             setattr(request.state, DEVICE_STATE, device)
