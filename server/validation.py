@@ -30,7 +30,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
 from pocketrec.core import wire
 from pocketrec.core.events import EVENT_NAMES
@@ -153,7 +153,7 @@ an event too large, so the common case skips ``wire.event_size``."""
 _MAX_SEQ = 2**63
 
 
-def _fast_id(value: object) -> bool:
+def _fast_id(value: object) -> TypeGuard[str]:
     """``value`` is certainly a valid id: printable ASCII of 1 to ``MAX_ID_BYTES`` characters."""
     return (
         type(value) is str
@@ -177,12 +177,9 @@ def _event(index: int, raw: object) -> EventRecord:
         raise SchemaViolation(
             f"events[{index}].event_type", f"must be one of {', '.join(EVENT_NAMES)}"
         )
-    user_id = get("user_id")
-    if not _fast_id(user_id):
-        user_id = _id(index, "user_id", user_id)
-    item_id = get("item_id")
-    if not _fast_id(item_id):
-        item_id = _id(index, "item_id", item_id)
+    raw_user, raw_item = get("user_id"), get("item_id")
+    user_id = raw_user if _fast_id(raw_user) else _id(index, "user_id", raw_user)
+    item_id = raw_item if _fast_id(raw_item) else _id(index, "item_id", raw_item)
     context = get("context")
     if context is not None or not _FAST_SIZE_OK:
         context = _context(index, context)
