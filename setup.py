@@ -56,8 +56,9 @@ setup(
             "cryptography>=42",
             "pyarrow>=15",
         ],
-        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool
-        "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2"],
+        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool; orjson
+        # writes each batch's rows for the database (ten times faster than the json module)
+        "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2", "orjson>=3.9"],
         # `pocketrec demo`: trains, serves and plots the whole loop
         "demo": [
             "tensorflow-cpu>=2.16",
@@ -80,6 +81,7 @@ setup(
             "schemathesis>=4",
             "psycopg[binary]>=3.1",
             "psycopg-pool>=3.2",
+            "orjson>=3.9",
             "matplotlib>=3.8",
             # the Parquet export and its readers (a feature job reads it with DuckDB)
             "pyarrow>=15",

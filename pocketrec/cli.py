@@ -193,6 +193,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         access_log=args.access_log,
         admin_token_file=args.admin_token_file,
         retention_days=args.retention_days,
+        auth_cache_seconds=args.auth_cache_seconds,
     )
     serve(
         args.db, args.bundles, host=args.host, port=args.port, workers=args.workers,
@@ -433,6 +434,7 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         ("keep-alive-timeout", int, 5, "seconds an idle connection is kept between requests"),
         ("max-connections", int, 1000, "open connections per worker; more get 503"),
         ("graceful-timeout", float, 20.0, "seconds a shutdown waits for requests in flight"),
+        ("auth-cache-seconds", float, 5.0, "seconds a checked token is trusted (0: never)"),
     ):
         srv.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} ({default})")
     srv.add_argument(

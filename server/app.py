@@ -46,16 +46,18 @@ from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from pocketrec.core.errors import StorageError
 from pocketrec.server import data_requests
 from pocketrec.server.access_log import DEVICE_STATE, RequestLog, route_template
 from pocketrec.server.admin import AdminToken
-from pocketrec.server.auth import bearer_token
+from pocketrec.server.auth import AUTH_CACHE_SECONDS, TokenCache, bearer_token
 from pocketrec.server.blocking import finish, run_blocking
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
@@ -86,6 +88,33 @@ READY_TIMEOUT = 2.0
 MAX_VERSION = 2**63 - 1
 
 
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or ``None`` as soon as it is over ``limit`` bytes (the rest is
+    not read); a client that goes away raises ``ClientDisconnect`` (as ``Request.stream``)."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.request":
+            body += message.get("body", b"")
+            if len(body) > limit:
+                return None
+            if not message.get("more_body", False):
+                return bytes(body)
+        elif message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+
+
+class AsgiEndpoint:
+    """A route endpoint that Starlette calls as a plain ASGI application (it wraps functions in
+    a Request and expects a Response)."""
+
+    def __init__(self, call: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.call = call
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.call(scope, receive, send)
+
+
 def error(status: int, kind: str, detail: str, **extra: object) -> JSONResponse:
     """A JSON error response ``{"error": kind, "detail": detail, ...extra}``."""
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
@@ -110,6 +139,7 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
     admin: AdminToken | None = None,
     retention_days: float | None = None,
+    auth_cache_seconds: float = AUTH_CACHE_SECONDS,
 ) -> Starlette:
     """The ASGI application serving ``storage`` and ``bundles``.
 
@@ -119,31 +149,50 @@ def create_app(
     ``on_shutdown``: called once when the server shuts down (after in-flight requests finished),
     e.g. to close the storage; ``admin``: the operator's token for the admin routes (without it
     they answer 401); ``retention_days``: drop events older than this at start and then daily
-    (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it).
+    (``pocketrec.server.data_requests``; needs the lifespan, as ``pocketrec serve`` runs it);
+    ``auth_cache_seconds``: how long a checked token is trusted without asking the database
+    (``pocketrec.server.auth.TokenCache``; 0: every request asks).
     """
     limits = limits or TransportLimits()
     submit_events = storage.submit_events if isinstance(storage, SubmitsEvents) else None
     buckets = None if rate_limit is None else TokenBuckets(rate_limit)
     metrics = server_metrics()
+    tokens = TokenCache(auth_cache_seconds)
+
+    async def device_of(token: str | None) -> str | None:
+        if token is None:
+            return None
+        device = tokens.get(token)
+        if device is None:
+            device = await run_blocking(storage.authenticate, token)
+            if device is not None:
+                tokens.put(token, device)
+        return device
+
+    async def admit(scope: Scope, headers: Headers) -> Response | str:
+        """The request's device, or the 401/429 answer; the device goes to the access log."""
+        device = await device_of(bearer_token(headers.get("authorization")))
+        if device is None:
+            return error(401, "unauthorized", "missing, unknown or revoked device token")
+        scope.setdefault("state", {})[DEVICE_STATE] = device
+        if buckets is not None:
+            wait = buckets.take(device)
+            if wait > 0:
+                metrics.rate_limited.labels(route_template(scope)).inc()
+                reply = error(
+                    429, "rate_limited", f"over the device rate limit {rate_limit} "
+                    "(requests per second/burst); retry after Retry-After seconds",
+                )  # fmt: skip
+                reply.headers["Retry-After"] = buckets.retry_after(wait)
+                return reply
+        return device
 
     def authenticated(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
-            token = bearer_token(request.headers.get("authorization"))
-            device = None if token is None else await run_blocking(storage.authenticate, token)
-            if device is None:
-                return error(401, "unauthorized", "missing, unknown or revoked device token")
-            setattr(request.state, DEVICE_STATE, device)
-            if buckets is not None:
-                wait = buckets.take(device)
-                if wait > 0:
-                    metrics.rate_limited.labels(route_template(request.scope)).inc()
-                    reply = error(
-                        429, "rate_limited", f"over the device rate limit {rate_limit} "
-                        "(requests per second/burst); retry after Retry-After seconds",
-                    )  # fmt: skip
-                    reply.headers["Retry-After"] = buckets.retry_after(wait)
-                    return reply
-            return await handler(request, device)
+            admitted = await admit(request.scope, request.headers)
+            if isinstance(admitted, Response):
+                return admitted
+            return await handler(request, admitted)
 
         return endpoint
 
@@ -164,28 +213,49 @@ def create_app(
     async def openapi(_request: Request) -> Response:
         return JSONResponse(document())
 
-    async def post_events(request: Request, device: str) -> Response:
+    async def post_events(scope: Scope, receive: Receive, send: Send) -> None:
+        """``POST /v1/events`` as a plain ASGI endpoint (every upload takes it: no Request and
+        Response objects on the success path); errors are Starlette responses as elsewhere."""
+        headers = Headers(scope=scope)
+        admitted = await admit(scope, headers)
+        if isinstance(admitted, Response):
+            await admitted(scope, receive, send)
+            return
+        outcome = await store_batch(admitted, headers, receive)
+        if isinstance(outcome, Response):
+            await outcome(scope, receive, send)
+            return
+        received, new = outcome
+        body = b'{"received":%d,"new":%d,"duplicates":%d}' % (received, new, received - new)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
+        ]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
+
+    async def store_batch(
+        device: str, headers: Headers, receive: Receive
+    ) -> Response | tuple[int, int]:
+        """Read, check and store one upload: ``(received, new)``, or the error answer."""
         fault = faults.next() if faults is not None else None
         if fault is not None and not fault.after_commit:
             await asyncio.sleep(fault.delay)
             if fault.status is not None:
-                headers = {"Retry-After": fault.retry_after} if fault.retry_after else None
+                extra = {"Retry-After": fault.retry_after} if fault.retry_after else None
                 return JSONResponse(
-                    {"error": "injected", "detail": "test fault"}, fault.status, headers=headers
+                    {"error": "injected", "detail": "test fault"}, fault.status, headers=extra
                 )
-        declared = request.headers.get("content-length", "").strip()
+        declared = headers.get("content-length", "").strip()
         if declared.isascii() and declared.isdigit() and int(declared[:12]) > MAX_BATCH_BYTES:
             return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BATCH_BYTES:
-                return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
+        body = await read_body(receive, MAX_BATCH_BYTES)
+        if body is None:
+            return error(413, "too_large", f"body over {MAX_BATCH_BYTES} bytes", field="body")
         try:
             if len(body) >= PARSE_IN_THREAD_BYTES:
-                events = await run_blocking(parse_batch, bytes(body))
+                events = await run_blocking(parse_batch, body)
             else:
-                events = parse_batch(bytes(body))
+                events = parse_batch(body)
         except TooLarge as exc:
             return error(413, "too_large", str(exc), field=exc.field)
         except SchemaViolation as exc:
@@ -197,7 +267,7 @@ def create_app(
         metrics.batch(len(events), new, len(body))
         if fault is not None and fault.after_commit:
             await asyncio.sleep(fault.delay)  # the client gives up waiting: the reply is lost
-        return JSONResponse({"received": len(events), "new": new, "duplicates": len(events) - new})
+        return len(events), new
 
     async def latest_bundle(_request: Request, _device: str) -> Response:
         published = await run_in_threadpool(bundles.latest)
@@ -292,7 +362,7 @@ def create_app(
         Route("/metrics", scrape, methods=["GET"]),
         Route(OPENAPI_PATH, openapi, methods=["GET"]),
         Route("/v1/health", health, methods=["GET"]),
-        Route("/v1/events", authenticated(post_events), methods=["POST"]),
+        Route("/v1/events", AsgiEndpoint(post_events), methods=["POST"]),
         Route("/v1/bundles/latest", authenticated(latest_bundle), methods=["GET"]),
         Route(BUNDLE_FILE_ROUTE, authenticated(bundle_file), methods=["GET"]),
         Route(ADMIN_EVENTS_ROUTE, admin_only(export_device), methods=["GET"]),

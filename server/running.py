@@ -43,6 +43,7 @@ from uvicorn.supervisors import Multiprocess
 from pocketrec.server.access_log import ACCESS_LOGGER
 from pocketrec.server.admin import AdminToken
 from pocketrec.server.app import create_app
+from pocketrec.server.auth import AUTH_CACHE_SECONDS, TokenCache
 from pocketrec.server.bundles import BundleRepository
 from pocketrec.server.faults import FaultPlan
 from pocketrec.server.metrics import MULTIPROC_ENV, worker_exited
@@ -66,7 +67,9 @@ class ServerOptions:
     - ``ssl_certfile``/``ssl_keyfile``: serve HTTPS with this PEM certificate chain and key;
     - ``access_log``: one JSON line per request on stdout (``pocketrec.server.access_log``);
     - ``admin_token_file``: the operator's token for the admin routes (``pocketrec.server.admin``);
-    - ``retention_days``: drop events received longer ago than this, at start and then daily.
+    - ``retention_days``: drop events received longer ago than this, at start and then daily;
+    - ``auth_cache_seconds``: how long a worker trusts a token it checked
+      (``pocketrec.server.auth.TokenCache``; a revocation takes effect within this).
     """
 
     limits: TransportLimits = field(default_factory=TransportLimits)
@@ -77,6 +80,7 @@ class ServerOptions:
     access_log: bool = True
     admin_token_file: str | None = None
     retention_days: float | None = None
+    auth_cache_seconds: float = AUTH_CACHE_SECONDS
 
     def __post_init__(self) -> None:
         if not 0 < self.graceful_timeout < 3600:
@@ -89,6 +93,7 @@ class ServerOptions:
         self.admin_token()  # refuse a missing or weak token file before serving
         if self.retention_days is not None and not 0 < self.retention_days < 1e6:
             raise ValueError(f"retention_days must be > 0, got {self.retention_days}")
+        TokenCache(self.auth_cache_seconds)  # refuse an out-of-range value before serving
 
     def admin_token(self) -> AdminToken | None:
         """The admin token from ``admin_token_file`` (``None`` without one)."""
@@ -110,6 +115,7 @@ class ServerOptions:
             "access_log": self.access_log,
             "admin_token_file": self.admin_token_file,
             "retention_days": self.retention_days,
+            "auth_cache_seconds": self.auth_cache_seconds,
         }
 
     @classmethod
@@ -124,6 +130,7 @@ class ServerOptions:
             access_log=raw["access_log"],
             admin_token_file=raw["admin_token_file"],
             retention_days=raw["retention_days"],
+            auth_cache_seconds=raw["auth_cache_seconds"],
         )
 
 
@@ -162,6 +169,7 @@ def build_app(db: str, bundles_dir: str, options: ServerOptions) -> Starlette:
         on_shutdown=shutdown,
         admin=options.admin_token(),
         retention_days=options.retention_days,
+        auth_cache_seconds=options.auth_cache_seconds,
     )
 
 
@@ -335,6 +343,7 @@ class ServerThread:
                 rate_limit=options.rate_limit,
                 limits=options.limits,
                 admin=options.admin_token(),
+                auth_cache_seconds=options.auth_cache_seconds,
             )
             config = ServerConfig(
                 app,

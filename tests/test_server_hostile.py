@@ -18,7 +18,7 @@ from pocketrec.core import wire
 from pocketrec.runtime.sync.http import HttpClient
 from pocketrec.server.running import ServerOptions
 from pocketrec.server.transport import TransportLimits
-from pocketrec.server.validation import MAX_BATCH_BYTES, nesting_depth
+from pocketrec.server.validation import MAX_BATCH_BYTES, value_depth
 from pocketrec.storage import Store
 
 EVENT = json.dumps(event())
@@ -130,7 +130,7 @@ def test_a_context_nested_as_deep_as_the_device_allows_is_accepted_and_deeper_re
     client = HttpClient(server.url, server.add_device("phone"))
     deepest = event(context=nested_context(wire.MAX_JSON_DEPTH))
     body = json.dumps({"events": [deepest]}).encode()
-    assert nesting_depth(body) == wire.MAX_BODY_DEPTH
+    assert value_depth(json.loads(body)) == wire.MAX_BODY_DEPTH
     assert client.post_json("/v1/events", body).status == 200
     too_deep = event(context=nested_context(wire.MAX_JSON_DEPTH + 1))
     reply = client.post_json("/v1/events", json.dumps({"events": [too_deep]}).encode())
@@ -141,18 +141,30 @@ def test_a_context_nested_as_deep_as_the_device_allows_is_accepted_and_deeper_re
             store.append("u", "i", "click", context=too_deep["context"])
 
 
-def test_nesting_depth_skips_brackets_inside_strings() -> None:
-    assert nesting_depth(b'{"a": "[[[[{{{{", "b": ["\\"[[", {}]}') == 3
-    assert nesting_depth(b"") == 0
-    assert nesting_depth(b'"]]]]"') == 0
-
-
 _TRICKY_TEXT = st.text(alphabet='[]{}"\\ab\u00e9', max_size=8)
 _JSON_VALUES = st.recursive(
     st.none() | st.integers() | _TRICKY_TEXT,
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_TRICKY_TEXT, inner, max_size=3),
     max_leaves=15,
 )
+
+
+def _text_depth(text: str) -> int:
+    """The deepest bracket nesting of JSON text, brackets inside strings not counted."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            in_string = escaped or char != '"'
+            escaped = not escaped and char == "\\"
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 def _depth(value: object) -> int:
@@ -165,9 +177,9 @@ def _depth(value: object) -> int:
 
 @given(_JSON_VALUES, st.booleans())
 @settings(max_examples=400, deadline=None)
-def test_nesting_depth_is_the_depth_of_the_parsed_value(value: object, ascii_only: bool) -> None:
-    body = json.dumps(value, ensure_ascii=ascii_only).encode()  # strings full of [ ] " and \\
-    assert nesting_depth(body) == _depth(value)
+def test_value_depth_is_the_bracket_depth_of_the_text(value: object, ascii_only: bool) -> None:
+    body = json.dumps(value, ensure_ascii=ascii_only)  # strings full of [ ] " and \\
+    assert value_depth(json.loads(body)) == _depth(value) == _text_depth(body)
 
 
 def raw(server: SyncHarness, request: bytes) -> bytes:

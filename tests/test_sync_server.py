@@ -43,6 +43,28 @@ def post(client: HttpClient, events: list[dict[str, Any]]) -> Response:
     return client.post_json("/v1/events", json.dumps({"events": events}).encode())
 
 
+@pytest.mark.parametrize(("cache_seconds", "after_revoke"), [(0.0, 401), (3600.0, 200)])
+def test_a_revoked_token_is_refused_once_the_workers_auth_cache_lets_go(
+    tmp_path: Path, server_db: str, cache_seconds: float, after_revoke: int
+) -> None:
+    """Without the cache the next request after a revocation is refused; with it the worker
+    trusts a token it checked for ``--auth-cache-seconds`` (the documented revocation lag)."""
+    from pocketrec.server.running import ServerOptions
+
+    harness = SyncHarness(
+        tmp_path / "server", server_db, ServerOptions(auth_cache_seconds=cache_seconds)
+    )
+    harness.server.start()
+    try:
+        client = HttpClient(harness.url, harness.add_device("phone"))
+        assert post(client, [event()]).status == 200
+        assert main(["device", "revoke", "--db", harness.db, "phone"]) == 0
+        assert post(client, [event()]).status == after_revoke
+        assert len(harness.event_ids()) == (2 if after_revoke == 200 else 1)
+    finally:
+        harness.server.stop()
+
+
 def test_a_batch_is_stored_once_however_often_it_is_sent(sync_server: SyncHarness) -> None:
     client = HttpClient(sync_server.url, sync_server.add_device("phone"))
     batch = [event(seq=i + 1) for i in range(5)]
