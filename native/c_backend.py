@@ -4,23 +4,28 @@ One wrapper per C call: it allocates the outputs, passes buffers without copying
 return code and raises a typed error. cffi releases the GIL for the duration of each call.
 Thread safety: the C kernels keep no state; concurrent calls are safe.
 Importing this module raises ``ImportError`` when the extension was not built.
+
+Code path (``isa``): ``None`` uses :func:`chosen_isa`, the path picked by measurement on first use
+(see ``pocketrec.native.isa_choice``) or forced with ``POCKETREC_TOPK_ISA``; a name forces a path.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pocketrec.core.errors import KernelError
+from pocketrec.native import isa_choice
 from pocketrec.native._ctopk import ffi, lib
 from pocketrec.native.result import Result, empty_result
 
 ISA_NAMES = {
     lib.PR_ISA_PORTABLE: "portable",
     lib.PR_ISA_AVX2: "avx2",
-    lib.PR_ISA_AVX512_VNNI: "avx512_vnni",
+    lib.PR_ISA_AVX512: "avx512",
 }
 
 
@@ -34,9 +39,54 @@ def available_isas() -> list[str]:
     return [ISA_NAMES[i] for i in range(best_isa() + 1)]
 
 
-def _isa_value(isa: str | None) -> int:
+def int8_uses_vnni() -> bool:
+    """Whether the ``avx512`` int8 path uses VNNI (``vpdpbusd``) on this CPU."""
+    return bool(lib.pr_int8_vnni())
+
+
+def chosen_isa(kind: str) -> str:
+    """The path ``isa=None`` uses for ``kind`` (``"f32"`` or ``"i8"``), measured once a process."""
+    return isa_choice.choose(kind, available_isas(), _calibration_runners(kind))
+
+
+def isa_report() -> dict[str, str]:
+    """The path ``isa=None`` uses per kernel, and why: ``{"f32": "avx2 (measured)", ...}``.
+    Makes the choice (a few ms of measurement) if it was not made yet."""
+    chosen = {"f32": chosen_isa("f32"), "int8": chosen_isa("i8")}
+    why = isa_choice.choices()
+    return {
+        name: f"{isa} ({why['f32' if name == 'f32' else 'i8'].source})"
+        for name, isa in chosen.items()
+    }
+
+
+def _calibration_runners(kind: str) -> Any:
+    """A factory of ``{isa: run()}`` over small scratch data, for ``isa_choice.choose``."""
+
+    def make() -> dict[str, Any]:
+        items, queries = isa_choice.calibration_data()
+        if kind == "f32":
+            return {
+                isa: functools.partial(topk_f32, items, queries, None, 10, isa=isa)
+                for isa in available_isas()
+            }
+        from pocketrec.native.int8 import quantize_int8, quantize_rows
+
+        codes = quantize_int8(items)
+        qcodes, qscales = quantize_rows(queries)
+        return {
+            isa: functools.partial(
+                topk_i8, codes.codes, codes.scales, qcodes, qscales, None, 10, isa=isa
+            )
+            for isa in available_isas()
+        }
+
+    return make
+
+
+def _isa_value(isa: str | None, kind: str) -> int:
     if isa is None:
-        return best_isa()
+        isa = chosen_isa(kind)
     for value, name in ISA_NAMES.items():
         if name == isa:
             return int(value)
@@ -48,6 +98,8 @@ def _check(rc: int, what: str) -> None:
         return
     if rc == lib.PR_E_ISA:
         raise KernelError(f"{what}: this CPU does not support the requested instruction set")
+    if rc == lib.PR_E_MEM:
+        raise MemoryError(f"{what}: could not allocate the batch kernel's scratch memory")
     raise KernelError(f"{what}: the C kernel rejected its arguments (code {rc})")
 
 
@@ -76,7 +128,7 @@ def topk_f32(
     ex, stride = _exclude_args(exclude, n)
     rc = lib.pr_topk_f32(
         _ptr("float[]", items), n, d, _ptr("float[]", queries), b, ex, stride, k,
-        _isa_value(isa), _ptr("int64_t[]", ids), _ptr("float[]", scores),
+        _isa_value(isa, "f32"), _ptr("int64_t[]", ids), _ptr("float[]", scores),
         _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_f32")
@@ -100,7 +152,7 @@ def topk_i8(
     ex, stride = _exclude_args(exclude, n)
     rc = lib.pr_topk_i8(
         _ptr("int8_t[]", codes), _ptr("float[]", scales), n, d, _ptr("int8_t[]", qcodes),
-        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa), _ptr("int64_t[]", ids),
+        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa, "i8"), _ptr("int64_t[]", ids),
         _ptr("float[]", scores), _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_i8")

@@ -124,6 +124,20 @@ def test_batch_with_one_shared_mask_or_one_mask_per_query(variant: Variant) -> N
     np.testing.assert_array_equal(ids[0], variant.topk(items, queries[0], 5)[0])
 
 
+@by_name
+@pytest.mark.parametrize("b", [2, 31, 32, 33, 65])
+def test_batches_around_the_batch_kernels_query_group(variant: Variant, b: int) -> None:
+    """The C float32 batch kernel serves 32 queries per pass: sizes around it, with NaN rows,
+    ties (duplicate rows) and one mask per query, agree with the reference query by query."""
+    items, queries = normal((777, 21), b), normal((b, 21), b + 1)
+    items[5] = np.nan
+    items[100:110] = items[3]
+    mask = np.random.default_rng(b).random((b, 777)) < 0.3
+    got = variant.topk(items, queries, 12, mask)
+    assert_float_result_matches(items, queries, mask, got, reference_topk(items, queries, 12, mask))
+    assert 5 not in got[0]
+
+
 def test_results_are_int64_and_float32() -> None:
     ids, scores = topk(normal((10, 3)), normal((3,), 1), 2)
     assert ids.dtype == np.int64
