@@ -278,32 +278,45 @@ PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, con
     for (; j < cnt; j++) out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
 }
 
-/* AVX2 batch: 2 rows x 32 queries per step (8 ymm accumulators), one broadcast per row value. */
+/* AVX2 batch: 2 rows x 32 queries per step (8 ymm accumulators, named so that they stay in
+ * registers), one broadcast per row value. */
+PR_AVX2 static inline void batch_store_avx2(float *o, __m256 a0, __m256 a1, __m256 a2, __m256 a3,
+                                            __m256 m[4]) {
+    _mm256_storeu_ps(o, a0);
+    _mm256_storeu_ps(o + 8, a1);
+    _mm256_storeu_ps(o + 16, a2);
+    _mm256_storeu_ps(o + 24, a3);
+    m[0] = _mm256_max_ps(a0, m[0]); /* NaN in a never replaces m */
+    m[1] = _mm256_max_ps(a1, m[1]);
+    m[2] = _mm256_max_ps(a2, m[2]);
+    m[3] = _mm256_max_ps(a3, m[3]);
+}
+
 PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *qt,
                                    float *out, float *bmax) {
     __m256 m[4];
     for (int v = 0; v < 4; v++) m[v] = _mm256_set1_ps(-INFINITY);
-    int64_t j = 0;
-    for (; j < cnt; j += 2) {
-        const int two = j + 1 < cnt;
-        const float *r0 = rows + j * d, *r1 = two ? r0 + d : r0;
-        __m256 a[2][4];
-        for (int v = 0; v < 4; v++) a[0][v] = a[1][v] = _mm256_setzero_ps();
-        for (int64_t t = 0; t < d; t++) {
-            const float *qr = qt + t * QB;
-            __m256 x0 = _mm256_broadcast_ss(r0 + t), x1 = _mm256_broadcast_ss(r1 + t);
-#pragma GCC unroll 4
-            for (int v = 0; v < 4; v++) {
-                __m256 qv = _mm256_loadu_ps(qr + 8 * v);
-                a[0][v] = _mm256_fmadd_ps(x0, qv, a[0][v]);
-                a[1][v] = _mm256_fmadd_ps(x1, qv, a[1][v]);
-            }
+    for (int64_t j = 0; j < cnt; j += 2) {
+        /* An odd last row is scored twice (as its own pair); only one copy is stored. */
+        const float *r0 = rows + j * d, *r1 = j + 1 < cnt ? r0 + d : r0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        const float *qr = qt;
+        for (int64_t t = 0; t < d; t++, qr += QB) {
+            __m256 x = _mm256_broadcast_ss(r0 + t), y = _mm256_broadcast_ss(r1 + t);
+            __m256 q0 = _mm256_loadu_ps(qr), q1 = _mm256_loadu_ps(qr + 8);
+            __m256 q2 = _mm256_loadu_ps(qr + 16), q3 = _mm256_loadu_ps(qr + 24);
+            a0 = _mm256_fmadd_ps(x, q0, a0);
+            a1 = _mm256_fmadd_ps(x, q1, a1);
+            a2 = _mm256_fmadd_ps(x, q2, a2);
+            a3 = _mm256_fmadd_ps(x, q3, a3);
+            b0 = _mm256_fmadd_ps(y, q0, b0);
+            b1 = _mm256_fmadd_ps(y, q1, b1);
+            b2 = _mm256_fmadd_ps(y, q2, b2);
+            b3 = _mm256_fmadd_ps(y, q3, b3);
         }
-        for (int u = 0; u < 1 + two; u++)
-            for (int v = 0; v < 4; v++) {
-                _mm256_storeu_ps(out + (j + u) * QB + 8 * v, a[u][v]);
-                m[v] = _mm256_max_ps(a[u][v], m[v]); /* NaN in a never replaces m */
-            }
+        batch_store_avx2(out + j * QB, a0, a1, a2, a3, m);
+        if (j + 1 < cnt) batch_store_avx2(out + (j + 1) * QB, b0, b1, b2, b3, m);
     }
     for (int v = 0; v < 4; v++) _mm256_storeu_ps(bmax + 8 * v, m[v]);
 }
@@ -417,30 +430,40 @@ PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d,
     for (; j < cnt; j++) out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
 }
 
-/* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators). */
+/* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators, named so that they stay in
+ * registers). Missing rows of the last step repeat its first row; only real rows are stored. */
 PR_AVX512 static void batch_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *qt,
                                        float *out, float *bmax) {
     __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
     for (int64_t j = 0; j < cnt; j += 4) {
-        const int rows_here = (int)(cnt - j < 4 ? cnt - j : 4);
-        const float *r[4];
-        for (int u = 0; u < 4; u++) r[u] = rows + (j + (u < rows_here ? u : 0)) * d;
-        __m512 a[4][2];
-        for (int u = 0; u < 4; u++) a[u][0] = a[u][1] = _mm512_setzero_ps();
-        for (int64_t t = 0; t < d; t++) {
-            __m512 q0 = _mm512_loadu_ps(qt + t * QB), q1 = _mm512_loadu_ps(qt + t * QB + 16);
-#pragma GCC unroll 4
-            for (int u = 0; u < 4; u++) {
-                __m512 x = _mm512_set1_ps(r[u][t]);
-                a[u][0] = _mm512_fmadd_ps(x, q0, a[u][0]);
-                a[u][1] = _mm512_fmadd_ps(x, q1, a[u][1]);
-            }
+        const int here = (int)(cnt - j < 4 ? cnt - j : 4);
+        const float *r0 = rows + j * d;
+        const float *r1 = here > 1 ? r0 + d : r0, *r2 = here > 2 ? r0 + 2 * d : r0;
+        const float *r3 = here > 3 ? r0 + 3 * d : r0;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0,
+               e1 = a0;
+        const float *qr = qt;
+        for (int64_t t = 0; t < d; t++, qr += QB) {
+            __m512 q0 = _mm512_loadu_ps(qr), q1 = _mm512_loadu_ps(qr + 16);
+            __m512 x = _mm512_set1_ps(r0[t]);
+            a0 = _mm512_fmadd_ps(x, q0, a0);
+            a1 = _mm512_fmadd_ps(x, q1, a1);
+            x = _mm512_set1_ps(r1[t]);
+            b0 = _mm512_fmadd_ps(x, q0, b0);
+            b1 = _mm512_fmadd_ps(x, q1, b1);
+            x = _mm512_set1_ps(r2[t]);
+            c0 = _mm512_fmadd_ps(x, q0, c0);
+            c1 = _mm512_fmadd_ps(x, q1, c1);
+            x = _mm512_set1_ps(r3[t]);
+            e0 = _mm512_fmadd_ps(x, q0, e0);
+            e1 = _mm512_fmadd_ps(x, q1, e1);
         }
-        for (int u = 0; u < rows_here; u++) {
-            _mm512_storeu_ps(out + (j + u) * QB, a[u][0]);
-            _mm512_storeu_ps(out + (j + u) * QB + 16, a[u][1]);
-            m0 = _mm512_max_ps(a[u][0], m0); /* NaN in a never replaces m */
-            m1 = _mm512_max_ps(a[u][1], m1);
+        __m512 lo[4] = {a0, b0, c0, e0}, hi[4] = {a1, b1, c1, e1};
+        for (int u = 0; u < here; u++) {
+            _mm512_storeu_ps(out + (j + u) * QB, lo[u]);
+            _mm512_storeu_ps(out + (j + u) * QB + 16, hi[u]);
+            m0 = _mm512_max_ps(lo[u], m0); /* NaN in a score never replaces m */
+            m1 = _mm512_max_ps(hi[u], m1);
         }
     }
     _mm512_storeu_ps(bmax, m0);
