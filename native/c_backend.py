@@ -46,6 +46,9 @@ def int8_uses_vnni() -> bool:
 
 def chosen_isa(kind: str) -> str:
     """The path ``isa=None`` uses for ``kind`` (``"f32"`` or ``"i8"``), measured once a process."""
+    cached = isa_choice.cached(kind)
+    if cached is not None:
+        return cached
     return isa_choice.choose(kind, available_isas(), _calibration_runners(kind))
 
 
@@ -84,12 +87,13 @@ def _calibration_runners(kind: str) -> Any:
     return make
 
 
+_ISA_VALUES = {name: int(value) for value, name in ISA_NAMES.items()}
+
+
 def _isa_value(isa: str | None, kind: str) -> int:
-    if isa is None:
-        isa = chosen_isa(kind)
-    for value, name in ISA_NAMES.items():
-        if name == isa:
-            return int(value)
+    value = _ISA_VALUES.get(chosen_isa(kind) if isa is None else isa)
+    if value is not None:
+        return value
     raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_NAMES.values())}")
 
 

@@ -101,6 +101,12 @@ def measure(runners: Mapping[str, Callable[[], object]]) -> dict[str, float]:
     return best
 
 
+def cached(kind: str) -> str | None:
+    """The path already chosen for ``kind`` in this process, or None."""
+    choice = _choices.get(kind)
+    return None if choice is None else choice.isa
+
+
 def choose(kind: str, available: list[str], make_runners: RunnerFactory) -> str:
     """The path for ``kind``: forced by ``POCKETREC_TOPK_ISA``, else measured once (cached)."""
     choice = _choices.get(kind)

@@ -42,6 +42,11 @@
 
 #define BLOCK 256
 
+/* Compiler barrier: keeps the loads of one row before those of the next. With a constant d the
+ * compiler otherwise interleaves the unrolled rows' loads, which reads memory out of order (the
+ * pattern that made the old AVX2 kernel slow from DRAM). */
+#define PR_ROW_ORDER() __asm__ volatile("" ::: "memory")
+
 /* ------------------------------------------------------------------------------------------ */
 /* Bounded heap of the k best (score, id) pairs; the root is the worst kept entry.             */
 
@@ -260,9 +265,12 @@ PR_AVX2 static inline __m256 row_dot8_ps(const float *r, const float *q, int64_t
     return _mm256_add_ps(x, y);
 }
 
-/* Rows are read in order (see the access-order note at the top); 8 rows' sums are reduced at once. */
-PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                  float *out) {
+/* Rows are read in order (see the access-order note at the top); 8 rows' sums are reduced at once.
+ * Inlined with a constant d for common dimensions (see dots_f32_avx2), so that the compiler
+ * unrolls the row loop and keeps the query in registers. */
+PR_AVX2 static inline __attribute__((always_inline)) void
+dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
+                   float *restrict out) {
     const int64_t dv = d & ~(int64_t)7;
     const int rem = (int)(d - dv);
     __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -272,10 +280,23 @@ PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, con
         const float *r = rows + j * d;
         __m256 a[8];
 #pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) a[u] = row_dot8_ps(r + u * d, q, dv, rem, tail, qtail);
+        for (int u = 0; u < 8; u++) {
+            a[u] = row_dot8_ps(r + u * d, q, dv, rem, tail, qtail);
+            PR_ROW_ORDER();
+        }
         _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
     }
     for (; j < cnt; j++) out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
+}
+
+PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                  float *out) {
+    switch (d) {
+    case 32: dots_f32_avx2_body(rows, cnt, 32, q, out); break;
+    case 64: dots_f32_avx2_body(rows, cnt, 64, q, out); break;
+    case 128: dots_f32_avx2_body(rows, cnt, 128, q, out); break;
+    default: dots_f32_avx2_body(rows, cnt, d, q, out);
+    }
 }
 
 /* AVX2 batch: 2 rows x 32 queries per step (8 ymm accumulators, named so that they stay in
@@ -415,8 +436,9 @@ PR_AVX512 static inline __m256 row_dot16_ps(const float *r, const float *q, int6
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
 }
 
-PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                      float *out) {
+PR_AVX512 static inline __attribute__((always_inline)) void
+dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
+                     float *restrict out) {
     const int64_t dv = d & ~(int64_t)15;
     const __mmask16 tail = (__mmask16)((1u << (d - dv)) - 1u);
     int64_t j = 0;
@@ -424,10 +446,24 @@ PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d,
         const float *r = rows + j * d;
         __m256 a[8];
 #pragma GCC unroll 8
-        for (int u = 0; u < 8; u++) a[u] = row_dot16_ps(r + u * d, q, dv, tail);
+        for (int u = 0; u < 8; u++) {
+            a[u] = row_dot16_ps(r + u * d, q, dv, tail);
+            PR_ROW_ORDER();
+        }
         _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
     }
     for (; j < cnt; j++) out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
+}
+
+/* Constant d for common dimensions: the query stays in registers (see dots_f32_avx2). */
+PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                      float *out) {
+    switch (d) {
+    case 32: dots_f32_avx512_body(rows, cnt, 32, q, out); break;
+    case 64: dots_f32_avx512_body(rows, cnt, 64, q, out); break;
+    case 128: dots_f32_avx512_body(rows, cnt, 128, q, out); break;
+    default: dots_f32_avx512_body(rows, cnt, d, q, out);
+    }
 }
 
 /* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators, named so that they stay in
