@@ -12,6 +12,7 @@ Code path (``isa``): ``None`` uses :func:`chosen_isa`, the path picked by measur
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -44,8 +45,12 @@ def int8_uses_vnni() -> bool:
     return bool(lib.pr_int8_vnni())
 
 
+KINDS = ("f32", "f32_batch", "int8")  # kernels whose code path is chosen separately
+
+
 def chosen_isa(kind: str) -> str:
-    """The path ``isa=None`` uses for ``kind`` (``"f32"`` or ``"i8"``), measured once a process."""
+    """The path ``isa=None`` uses for ``kind`` (one of ``KINDS``; ``f32_batch``: float32 with
+    two or more queries), measured once a process."""
     cached = isa_choice.cached(kind)
     if cached is not None:
         return cached
@@ -53,35 +58,39 @@ def chosen_isa(kind: str) -> str:
 
 
 def isa_report() -> dict[str, str]:
-    """The path ``isa=None`` uses per kernel, and why: ``{"f32": "avx2 (measured)", ...}``.
-    Makes the choice (a few ms of measurement) if it was not made yet."""
-    chosen = {"f32": chosen_isa("f32"), "int8": chosen_isa("i8")}
+    """The path ``isa=None`` uses per kernel kind, and why: ``{"f32": "avx2 (measured)", ...}``.
+    Makes the choices (a few ms of measurement each) that were not made yet."""
+    chosen = {kind: chosen_isa(kind) for kind in KINDS}
     why = isa_choice.choices()
-    return {
-        name: f"{isa} ({why['f32' if name == 'f32' else 'i8'].source})"
-        for name, isa in chosen.items()
-    }
+    return {kind: f"{isa} ({why[kind].source})" for kind, isa in chosen.items()}
 
 
-def _calibration_runners(kind: str) -> Any:
-    """A factory of ``{isa: run()}`` over small scratch data, for ``isa_choice.choose``."""
+def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
+    """A factory of ``{isa: run()}`` over the small scratch catalog, for ``isa_choice.choose``.
+    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row)."""
 
-    def make() -> dict[str, Any]:
+    def make() -> dict[str, Callable[[], object]]:
         items, queries = isa_choice.calibration_data()
+        isas = available_isas()
         if kind == "f32":
             return {
-                isa: functools.partial(topk_f32, items, queries, None, 10, isa=isa)
-                for isa in available_isas()
+                isa: functools.partial(topk_f32, items, queries[:1], None, 10, isa=isa)
+                for isa in isas
+            }
+        if kind == "f32_batch":
+            few = items[: isa_choice.BATCH_CALIBRATION_ROWS]
+            return {
+                isa: functools.partial(topk_f32, few, queries, None, 10, isa=isa) for isa in isas
             }
         from pocketrec.native.int8 import quantize_int8, quantize_rows
 
         codes = quantize_int8(items)
-        qcodes, qscales = quantize_rows(queries)
+        qcodes, qscales = quantize_rows(queries[:1])
         return {
             isa: functools.partial(
                 topk_i8, codes.codes, codes.scales, qcodes, qscales, None, 10, isa=isa
             )
-            for isa in available_isas()
+            for isa in isas
         }
 
     return make
@@ -130,10 +139,10 @@ def topk_f32(
     b = queries.shape[0]
     ids, scores, counts = empty_result(b, k)
     ex, stride = _exclude_args(exclude, n)
+    path = _isa_value(isa, "f32" if b == 1 else "f32_batch")
     rc = lib.pr_topk_f32(
-        _ptr("float[]", items), n, d, _ptr("float[]", queries), b, ex, stride, k,
-        _isa_value(isa, "f32"), _ptr("int64_t[]", ids), _ptr("float[]", scores),
-        _ptr("int64_t[]", counts),
+        _ptr("float[]", items), n, d, _ptr("float[]", queries), b, ex, stride, k, path,
+        _ptr("int64_t[]", ids), _ptr("float[]", scores), _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_f32")
     return ids, scores, counts
@@ -156,7 +165,7 @@ def topk_i8(
     ex, stride = _exclude_args(exclude, n)
     rc = lib.pr_topk_i8(
         _ptr("int8_t[]", codes), _ptr("float[]", scales), n, d, _ptr("int8_t[]", qcodes),
-        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa, "i8"), _ptr("int64_t[]", ids),
+        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa, "int8"), _ptr("int64_t[]", ids),
         _ptr("float[]", scores), _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_i8")

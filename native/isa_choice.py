@@ -2,8 +2,8 @@
 
 A wider instruction set is not always faster: a scan over a large catalog is bound by memory, and
 how a kernel walks memory matters more than its vector width (see ``csrc/topk.c``). So the
-choice is measured: on first use of each kernel kind (``"f32"``, ``"i8"``) every usable path runs a
-few interleaved top-k calls over a small scratch catalog (``CALIBRATION_ROWS`` x
+choice is measured: on first use of each kernel kind (``"f32"``, ``"f32_batch"``, ``"int8"``) every
+usable path runs a few interleaved top-k calls over a small scratch catalog (``CALIBRATION_ROWS`` x
 ``CALIBRATION_DIM``; a few milliseconds in all) and the path with the lowest minimum time wins.
 The result is cached for the process.
 
@@ -31,6 +31,8 @@ ENV_VAR = "POCKETREC_TOPK_ISA"
 KNOWN = ("portable", "avx2", "avx512")
 CALIBRATION_ROWS = 8192
 CALIBRATION_DIM = 64
+CALIBRATION_QUERIES = 32  # the batch kind is timed with this many queries ...
+BATCH_CALIBRATION_ROWS = 1024  # ... over this many rows
 MIN_ROUNDS = 3
 MAX_ROUNDS = 9
 BUDGET_S = 0.01  # stop adding rounds after this much time (at least MIN_ROUNDS are run)
@@ -76,13 +78,14 @@ def forced_isa(available: list[str]) -> str | None:
 
 @cache
 def calibration_data() -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
-    """Scratch catalog ``[CALIBRATION_ROWS, CALIBRATION_DIM]`` and one query, float32 values in
-    [-0.5, 0.5) from a multiplicative hash (cheaper than a random generator's first use)."""
-    n = (CALIBRATION_ROWS + 1) * CALIBRATION_DIM
-    bits = (np.arange(n, dtype=np.uint32) * np.uint32(2654435761)) >> np.uint32(8)
+    """Scratch catalog ``[CALIBRATION_ROWS, CALIBRATION_DIM]`` and ``CALIBRATION_QUERIES``
+    queries, float32 values in [-0.5, 0.5) from a multiplicative hash (cheaper than a random
+    generator's first use)."""
+    rows = CALIBRATION_ROWS + CALIBRATION_QUERIES
+    bits = (np.arange(rows * CALIBRATION_DIM, dtype=np.uint32) * np.uint32(2654435761)) >> 8
     values = bits.astype(np.float32) * np.float32(2.0**-24) - np.float32(0.5)
-    values = values.reshape(CALIBRATION_ROWS + 1, CALIBRATION_DIM)
-    return values[1:], values[:1].copy()
+    values = values.reshape(rows, CALIBRATION_DIM)
+    return values[CALIBRATION_QUERIES:], values[:CALIBRATION_QUERIES].copy()
 
 
 def measure(runners: Mapping[str, Callable[[], object]]) -> dict[str, float]:

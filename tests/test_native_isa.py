@@ -51,12 +51,10 @@ def test_the_environment_variable_forces_the_path(
 ) -> None:
     monkeypatch.setenv(isa_choice.ENV_VAR, isa.upper())
     assert c_backend.chosen_isa("f32") == isa
-    assert c_backend.chosen_isa("i8") == isa
-    assert isa_choice.choices()["i8"].source == isa_choice.ENV_VAR
-    assert c_backend.isa_report() == {
-        "f32": f"{isa} (POCKETREC_TOPK_ISA)",
-        "int8": f"{isa} (POCKETREC_TOPK_ISA)",
-    }
+    assert c_backend.chosen_isa("int8") == isa
+    assert isa_choice.choices()["int8"].source == isa_choice.ENV_VAR
+    forced = f"{isa} (POCKETREC_TOPK_ISA)"
+    assert c_backend.isa_report() == {"f32": forced, "f32_batch": forced, "int8": forced}
     items = np.random.default_rng(0).standard_normal((3000, 40)).astype(np.float32)
     query = items[7] + np.float32(0.5)
     got = topk(items, query, 10, backend="c")
@@ -66,6 +64,19 @@ def test_the_environment_variable_forces_the_path(
         topk(codes, query, 10, backend="c"), reference_topk(codes, query, 10), strict=True
     ):
         np.testing.assert_array_equal(a, b)
+
+
+def test_batches_have_their_own_measured_choice() -> None:
+    c_backend.chosen_isa("f32_batch")
+    choice = isa_choice.choices()["f32_batch"]
+    assert "f32" not in isa_choice.choices()  # the single-query choice is made separately
+    if len(ISAS) > 1:
+        assert set(choice.min_us) == set(ISAS)
+        assert choice.min_us[choice.isa] == min(choice.min_us.values())
+    items = np.random.default_rng(3).standard_normal((700, 64)).astype(np.float32)
+    queries = items[:5] * np.float32(2.0)
+    got = topk(items, queries, 4, backend="c")
+    assert_float_result_matches(items, queries, None, got, reference_topk(items, queries, 4))
 
 
 def test_auto_in_the_environment_variable_measures(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -98,15 +109,15 @@ def test_the_cli_reports_the_path_in_use() -> None:
         [sys.executable, "-m", "pocketrec", "backends"],
         capture_output=True, text=True, check=True, env=env,
     ).stdout  # fmt: skip
-    assert "C code path used: f32 portable (POCKETREC_TOPK_ISA), int8 portable" in out
+    assert "C code path used: f32 portable (POCKETREC_TOPK_ISA), f32_batch portable" in out
 
 
 def test_calibration_is_small() -> None:
     """The measurement's scratch data is small (a few MB at most), whatever the machine."""
-    items, query = isa_choice.calibration_data()
+    items, queries = isa_choice.calibration_data()
     assert items.nbytes <= 4 * 2**20
     assert items.shape == (isa_choice.CALIBRATION_ROWS, isa_choice.CALIBRATION_DIM)
-    assert query.shape == (1, isa_choice.CALIBRATION_DIM)
-    assert items.dtype == query.dtype == np.float32
+    assert queries.shape == (isa_choice.CALIBRATION_QUERIES, isa_choice.CALIBRATION_DIM)
+    assert items.dtype == queries.dtype == np.float32
     assert float(items.min()) >= -0.5
     assert float(items.max()) < 0.5

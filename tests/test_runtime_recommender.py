@@ -53,7 +53,7 @@ def test_open_reports_what_serves(rec: Recommender, bundle_dir: Path) -> None:
     assert info["catalog_dtype"] == manifest.catalog_dtype
     assert info["backend"] in ("c", "numba", "numpy")
     if info["backend"] == "c":  # the C kernels' code path per kind, e.g. "avx2 (measured)"
-        assert set(info["topk_isa"]) == {"f32", "int8"}
+        assert set(info["topk_isa"]) == {"f32", "f32_batch", "int8"}
     else:
         assert info["topk_isa"] is None
     assert (info["users"], info["unavailable"]) == (0, 0)

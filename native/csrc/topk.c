@@ -323,7 +323,7 @@ PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, co
     const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
     for (int64_t j = 0; j < cnt; j += 2) {
         for (int64_t off = j * d * 4; off < (j + 2) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T0); /* never faults, even past the catalog */
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
         /* An odd last row is scored twice (as its own pair); only one copy is stored. */
         const float *r0 = rows + j * d, *r1 = j + 1 < cnt ? r0 + d : r0;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -461,12 +461,44 @@ dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *res
     for (; j < cnt; j++) out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
 }
 
-/* Constant d for common dimensions: the query stays in registers (see dots_f32_avx2). */
+/* d == 64 (the common model width): the query lives in four registers for the whole block, so
+ * a row costs four loads and four FMAs. */
+PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
+                                          float *out) {
+    const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
+    const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
+    int64_t j = 0;
+    for (; j < cnt; j += 8) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            const float *r = rows + (j + u < cnt ? j + u : j) * 64;
+            __m512 x = _mm512_mul_ps(_mm512_loadu_ps(r), q0);
+            __m512 y = _mm512_mul_ps(_mm512_loadu_ps(r + 16), q1);
+            x = _mm512_fmadd_ps(_mm512_loadu_ps(r + 32), q2, x);
+            y = _mm512_fmadd_ps(_mm512_loadu_ps(r + 48), q3, y);
+            x = _mm512_add_ps(x, y);
+            a[u] = _mm256_add_ps(_mm512_castps512_ps256(x),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+            PR_ROW_ORDER();
+        }
+        __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        if (j + 8 <= cnt) {
+            _mm256_storeu_ps(out + j, sums);
+        } else { /* a short last group: rows past cnt were scored as row j, and are dropped */
+            float tmp[8];
+            _mm256_storeu_ps(tmp, sums);
+            for (int64_t u = 0; u < cnt - j; u++) out[j + u] = tmp[u];
+        }
+    }
+}
+
+/* Constant d for common dimensions: the row loop is fully unrolled (see dots_f32_avx2). */
 PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
                                       float *out) {
     switch (d) {
     case 32: dots_f32_avx512_body(rows, cnt, 32, q, out); break;
-    case 64: dots_f32_avx512_body(rows, cnt, 64, q, out); break;
+    case 64: dots_f32_avx512_d64(rows, cnt, q, out); break;
     case 128: dots_f32_avx512_body(rows, cnt, 128, q, out); break;
     default: dots_f32_avx512_body(rows, cnt, d, q, out);
     }
@@ -480,7 +512,7 @@ PR_AVX512 static void batch_f32_avx512(const float *rows, int64_t cnt, int64_t d
     const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
     for (int64_t j = 0; j < cnt; j += 4) {
         for (int64_t off = j * d * 4; off < (j + 4) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T0); /* never faults, even past the catalog */
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
         const int here = (int)(cnt - j < 4 ? cnt - j : 4);
         const float *r0 = rows + j * d;
         const float *r1 = here > 1 ? r0 + d : r0, *r2 = here > 2 ? r0 + 2 * d : r0;
