@@ -235,7 +235,7 @@ def _numba_stream_sum() -> Callable[[Any], Any] | None:
             acc += a[i]
         return acc
 
-    return stream_sum  # type: ignore[no-any-return]
+    return stream_sum
 
 
 def stream_reader(arrays: list[npt.NDArray[Any]]) -> Runner:
@@ -678,11 +678,11 @@ def report(results: dict[int, SizeResult], sizes: list[int], args: Any) -> list[
     print()
     found = ratios(results, sizes)
     rows = []
-    for r in found:
-        mark = "n/a" if r.passed is None else ("PASS" if r.passed else "MISS")
-        value = r.why if r.value is None else f"{r.value:.2f}"
-        low = "-" if r.value_min is None else f"{r.value_min:.2f}"
-        rows.append([r.label, fmt_n(r.n), value, low, r.target, mark])
+    for ratio in found:
+        mark = "n/a" if ratio.passed is None else ("PASS" if ratio.passed else "MISS")
+        value = ratio.why if ratio.value is None else f"{ratio.value:.2f}"
+        low = "-" if ratio.value_min is None else f"{ratio.value_min:.2f}"
+        rows.append([ratio.label, fmt_n(ratio.n), value, low, ratio.target, mark])
     print(markdown_table(["ratio", "N", "median", "min", "target", ""], rows))
     return found
 
