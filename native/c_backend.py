@@ -4,23 +4,29 @@ One wrapper per C call: it allocates the outputs, passes buffers without copying
 return code and raises a typed error. cffi releases the GIL for the duration of each call.
 Thread safety: the C kernels keep no state; concurrent calls are safe.
 Importing this module raises ``ImportError`` when the extension was not built.
+
+Code path (``isa``): ``None`` uses :func:`chosen_isa`, the path picked by measurement on first use
+(see ``pocketrec.native.isa_choice``) or forced with ``POCKETREC_TOPK_ISA``; a name forces a path.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from pocketrec.core.errors import KernelError
+from pocketrec.native import isa_choice
 from pocketrec.native._ctopk import ffi, lib
 from pocketrec.native.result import Result, empty_result
 
 ISA_NAMES = {
     lib.PR_ISA_PORTABLE: "portable",
     lib.PR_ISA_AVX2: "avx2",
-    lib.PR_ISA_AVX512_VNNI: "avx512_vnni",
+    lib.PR_ISA_AVX512: "avx512",
 }
 
 
@@ -34,12 +40,69 @@ def available_isas() -> list[str]:
     return [ISA_NAMES[i] for i in range(best_isa() + 1)]
 
 
-def _isa_value(isa: str | None) -> int:
-    if isa is None:
-        return best_isa()
-    for value, name in ISA_NAMES.items():
-        if name == isa:
-            return int(value)
+def int8_uses_vnni() -> bool:
+    """Whether the ``avx512`` int8 path uses VNNI (``vpdpbusd``) on this CPU."""
+    return bool(lib.pr_int8_vnni())
+
+
+KINDS = ("f32", "f32_batch", "int8")  # kernels whose code path is chosen separately
+
+
+def chosen_isa(kind: str) -> str:
+    """The path ``isa=None`` uses for ``kind`` (one of ``KINDS``; ``f32_batch``: float32 with
+    two or more queries), measured once a process."""
+    cached = isa_choice.cached(kind)
+    if cached is not None:
+        return cached
+    return isa_choice.choose(kind, available_isas(), _calibration_runners(kind))
+
+
+def isa_report() -> dict[str, str]:
+    """The path ``isa=None`` uses per kernel kind, and why: ``{"f32": "avx2 (measured)", ...}``.
+    Makes the choices (a few ms of measurement each) that were not made yet."""
+    chosen = {kind: chosen_isa(kind) for kind in KINDS}
+    why = isa_choice.choices()
+    return {kind: f"{isa} ({why[kind].source})" for kind, isa in chosen.items()}
+
+
+def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
+    """A factory of ``{isa: run()}`` over the small scratch catalog, for ``isa_choice.choose``.
+    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row)."""
+
+    def make() -> dict[str, Callable[[], object]]:
+        items, queries = isa_choice.calibration_data()
+        isas = available_isas()
+        if kind == "f32":
+            return {
+                isa: functools.partial(topk_f32, items, queries[:1], None, 10, isa=isa)
+                for isa in isas
+            }
+        if kind == "f32_batch":
+            few = items[: isa_choice.BATCH_CALIBRATION_ROWS]
+            return {
+                isa: functools.partial(topk_f32, few, queries, None, 10, isa=isa) for isa in isas
+            }
+        from pocketrec.native.int8 import quantize_int8, quantize_rows
+
+        codes = quantize_int8(items)
+        qcodes, qscales = quantize_rows(queries[:1])
+        return {
+            isa: functools.partial(
+                topk_i8, codes.codes, codes.scales, qcodes, qscales, None, 10, isa=isa
+            )
+            for isa in isas
+        }
+
+    return make
+
+
+_ISA_VALUES = {name: int(value) for value, name in ISA_NAMES.items()}
+
+
+def _isa_value(isa: str | None, kind: str) -> int:
+    value = _ISA_VALUES.get(chosen_isa(kind) if isa is None else isa)
+    if value is not None:
+        return value
     raise ValueError(f"unknown ISA {isa!r}; known: {sorted(ISA_NAMES.values())}")
 
 
@@ -48,6 +111,8 @@ def _check(rc: int, what: str) -> None:
         return
     if rc == lib.PR_E_ISA:
         raise KernelError(f"{what}: this CPU does not support the requested instruction set")
+    if rc == lib.PR_E_MEM:
+        raise MemoryError(f"{what}: could not allocate the batch kernel's scratch memory")
     raise KernelError(f"{what}: the C kernel rejected its arguments (code {rc})")
 
 
@@ -74,10 +139,10 @@ def topk_f32(
     b = queries.shape[0]
     ids, scores, counts = empty_result(b, k)
     ex, stride = _exclude_args(exclude, n)
+    path = _isa_value(isa, "f32" if b == 1 else "f32_batch")
     rc = lib.pr_topk_f32(
-        _ptr("float[]", items), n, d, _ptr("float[]", queries), b, ex, stride, k,
-        _isa_value(isa), _ptr("int64_t[]", ids), _ptr("float[]", scores),
-        _ptr("int64_t[]", counts),
+        _ptr("float[]", items), n, d, _ptr("float[]", queries), b, ex, stride, k, path,
+        _ptr("int64_t[]", ids), _ptr("float[]", scores), _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_f32")
     return ids, scores, counts
@@ -100,7 +165,7 @@ def topk_i8(
     ex, stride = _exclude_args(exclude, n)
     rc = lib.pr_topk_i8(
         _ptr("int8_t[]", codes), _ptr("float[]", scales), n, d, _ptr("int8_t[]", qcodes),
-        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa), _ptr("int64_t[]", ids),
+        _ptr("float[]", qscales), b, ex, stride, k, _isa_value(isa, "int8"), _ptr("int64_t[]", ids),
         _ptr("float[]", scores), _ptr("int64_t[]", counts),
     )  # fmt: skip
     _check(rc, "pr_topk_i8")

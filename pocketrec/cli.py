@@ -41,6 +41,8 @@ def _cmd_backends(_args: argparse.Namespace) -> int:
         from pocketrec.native import c_backend
 
         print(f"C code paths on this CPU: {', '.join(c_backend.available_isas())}")
+        used = ", ".join(f"{kind} {how}" for kind, how in c_backend.isa_report().items())
+        print(f"C code path used: {used}")
     return 0
 
 

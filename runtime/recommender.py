@@ -443,7 +443,8 @@ class Recommender:
         return BackgroundSync(run, interval=interval, jitter=jitter, run_first=run_first).start()
 
     def info(self) -> dict[str, Any]:
-        """What is serving: interpreter package, top-k backend, bundle path and version, which
+        """What is serving: interpreter package, top-k backend (and its C code path,
+        ``topk_isa``, None for other backends), bundle path and version, which
         bundle was chosen and why (``bundle_choice``: source, reason, candidates skipped), item
         count, catalog and model dtypes, dimensions, users, settings. Thread-safe."""
         served = self._served
@@ -453,6 +454,7 @@ class Recommender:
         return {
             "interpreter": served.bundle.step.interpreter,
             "backend": self._backend,
+            "topk_isa": _topk_isa(self._backend),
             "bundle": str(served.bundle.path),
             "model_version": m.model_version,
             "bundle_choice": self._choice.to_dict(),
@@ -583,6 +585,15 @@ class Recommender:
                 event_count=event_count,
                 user_vector=user_vector,
             )
+
+
+def _topk_isa(backend: str) -> dict[str, str] | None:
+    """The C kernels' code path per kind (see ``c_backend.isa_report``); None for other backends."""
+    if backend != "c":
+        return None
+    from pocketrec.native import c_backend
+
+    return c_backend.isa_report()
 
 
 def _open_store(db: object) -> tuple[Store | None, bool]:

@@ -78,6 +78,24 @@ def test_dimensions_not_a_multiple_of_the_simd_width(variant: Variant, d: int) -
 
 
 @by_name
+@pytest.mark.parametrize("d", [32, 64, 128])
+@pytest.mark.parametrize("n", [5, 8, 1003])
+def test_specialized_dimensions_with_a_short_last_group(variant: Variant, d: int, n: int) -> None:
+    """D = 32/64/128 have their own C bodies; n % 8 != 0 leaves a short last group of rows.
+    Small integers make every summation order exact, so ids and scores must match exactly."""
+    rng = np.random.default_rng(d + n)
+    items = rng.integers(-8, 9, size=(n, d)).astype(np.float32)
+    items[n - 1] = items[0]  # a tie across the first and the last group
+    items[n // 2] = np.nan
+    queries = rng.integers(-8, 9, size=(3, d)).astype(np.float32)
+    for query in (queries[0], queries):
+        for got, want in zip(
+            variant.topk(items, query, 7), reference_topk(items, query, 7), strict=True
+        ):
+            np.testing.assert_array_equal(got, want)
+
+
+@by_name
 def test_zero_query_and_zero_items(variant: Variant) -> None:
     items = np.zeros((20, 6), dtype=np.float32)
     ids, scores = variant.topk(items, np.zeros(6, np.float32), 3)
@@ -123,6 +141,20 @@ def test_batch_with_one_shared_mask_or_one_mask_per_query(variant: Variant) -> N
     ids, _ = variant.topk(items, queries, 5, per_query)
     assert (ids[1] >= 150).all()
     np.testing.assert_array_equal(ids[0], variant.topk(items, queries[0], 5)[0])
+
+
+@by_name
+@pytest.mark.parametrize("b", [2, 31, 32, 33, 65])
+def test_batches_around_the_batch_kernels_query_group(variant: Variant, b: int) -> None:
+    """The C float32 batch kernel serves 32 queries per pass: sizes around it, with NaN rows,
+    ties (duplicate rows) and one mask per query, agree with the reference query by query."""
+    items, queries = normal((777, 21), b), normal((b, 21), b + 1)
+    items[5] = np.nan
+    items[100:110] = items[3]
+    mask = np.random.default_rng(b).random((b, 777)) < 0.3
+    got = variant.topk(items, queries, 12, mask)
+    assert_float_result_matches(items, queries, mask, got, reference_topk(items, queries, 12, mask))
+    assert 5 not in got[0]
 
 
 def test_results_are_int64_and_float32() -> None:

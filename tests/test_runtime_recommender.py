@@ -52,6 +52,10 @@ def test_open_reports_what_serves(rec: Recommender, bundle_dir: Path) -> None:
     assert info["items"] == manifest.num_items == 150
     assert info["catalog_dtype"] == manifest.catalog_dtype
     assert info["backend"] in ("c", "numba", "numpy")
+    if info["backend"] == "c":  # the C kernels' code path per kind, e.g. "avx2 (measured)"
+        assert set(info["topk_isa"]) == {"f32", "f32_batch", "int8"}
+    else:
+        assert info["topk_isa"] is None
     assert (info["users"], info["unavailable"]) == (0, 0)
 
 

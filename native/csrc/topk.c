@@ -8,14 +8,32 @@
  * when its score is strictly greater: that is exactly "equal scores are ordered by lower index".
  *
  * ISA paths: a portable path (plain C written so that the compiler vectorizes it, also for ARM),
- * AVX2+FMA (float32, and int8 through 16-bit multiply-add), and AVX-512 VNNI (int8 through
- * vpdpbusd). The x86 paths are compiled with per-function target attributes and only called after
- * a run-time CPU check, so the binary still runs on CPUs without them.
+ * AVX2+FMA (float32, and int8 through 16-bit multiply-add), and AVX-512 (float32 with 512-bit
+ * FMA; int8 through vpdpbusd where the CPU has VNNI, else the AVX2 int8 code). The x86 paths are
+ * compiled with per-function target attributes and only called after a run-time CPU check, so the
+ * binary still runs on CPUs without them.
+ *
+ * Access order: every single-query dot kernel reads the catalog strictly sequentially (row after
+ * row, each row front to back) in groups of 8 rows whose sums are reduced together. An earlier
+ * AVX2 kernel walked 8 rows in lockstep (8 streams 256 bytes apart at D = 64) and read DRAM at
+ * about 60% of the speed of the portable loop on AMD EPYC (Zen 4); groups of 16 rows (AVX-512) were
+ * as slow. Measured with a standalone harness at N = 1M, D = 64: sequential groups of 8 run at
+ * the streaming-read floor; software prefetch (256 B to 8 KB ahead) did not help.
+ *
+ * Batches (b >= 2, float32): a separate kernel serves up to QB queries from one pass over the
+ * catalog. Queries are transposed into qt[d][QB] once; for each block of BR rows, scores of
+ * 4 rows x QB queries are accumulated with one broadcast of an item value per FMA row, so the
+ * catalog is read once per QB queries, from cache, and the arithmetic is register-blocked
+ * (see batch_f32_*). The 4 (or 2) rows of a step are read in lockstep, so the x86 kernels
+ * prefetch the next block in order while they compute (the batch is compute-bound, and without
+ * the prefetch a catalog streamed from L3 or DRAM made it about 2x slower per row than one in L2).
+ * Block maxima per query are vertical maxima of the score rows.
  */
 #include "topk.h"
 
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include <string.h>
 
 #if (defined(__x86_64__) || defined(__i386__)) && defined(__GNUC__)
@@ -26,6 +44,11 @@
 #endif
 
 #define BLOCK 256
+
+/* Compiler barrier: keeps the loads of one row before those of the next. With a constant d the
+ * compiler otherwise interleaves the unrolled rows' loads, which reads memory out of order (the
+ * pattern that made the old AVX2 kernel slow from DRAM). */
+#define PR_ROW_ORDER() __asm__ volatile("" ::: "memory")
 
 /* ------------------------------------------------------------------------------------------ */
 /* Bounded heap of the k best (score, id) pairs; the root is the worst kept entry.             */
@@ -73,14 +96,15 @@ static void heap_push(heap_t *h, float s, int64_t id) {
     h->id[pos] = id;
 }
 
-/* Offer the scores of rows [base, base + cnt) to the heap. block_max is the largest non-NaN
- * score of the block (excluded rows included): when the heap is full and nothing in the block can
- * beat its worst entry, the block is skipped without looking at its rows. */
-static void select_block(heap_t *h, const float *sc, int64_t base, int64_t cnt,
+/* Offer the scores of rows [base, base + cnt) to the heap; row base + j has score sc[j * stride].
+ * block_max is the largest non-NaN score of the block (excluded rows included): when the heap is
+ * full and nothing in the block can beat its worst entry, the block is skipped without looking at
+ * its rows. */
+static void select_block(heap_t *h, const float *sc, int64_t stride, int64_t base, int64_t cnt,
                          const uint8_t *ex, float block_max) {
     if (h->size == h->cap && !(block_max > h->s[0])) return;
     for (int64_t j = 0; j < cnt; j++) {
-        float s = sc[j];
+        float s = sc[j * stride];
         if (s != s) continue; /* NaN: never returned */
         if (ex != NULL && ex[base + j]) continue;
         if (h->size < h->cap) {
@@ -157,9 +181,41 @@ static void dots_i8_portable(const int8_t *rows, int64_t cnt, int64_t d, const i
     }
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* Batch kernels (float32, b >= 2): out[j * QB + i] = <rows[j], query i> for j < cnt, i < QB,   */
+/* from qt[t * QB + i] = query i's value t (unused query columns are zero); bmax[i] is the      */
+/* largest non-NaN out[j * QB + i] (-inf if none).                                              */
+
+#define QB 32  /* queries served by one pass over the catalog */
+#define BR 128 /* rows per block: BR * QB scores stay in L1 */
+
+typedef void (*batch_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *qt,
+                             float *out, float *bmax);
+
+static void batch_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *qt,
+                               float *out, float *bmax) {
+    for (int i = 0; i < QB; i++) bmax[i] = -INFINITY;
+    for (int64_t j = 0; j < cnt; j++) {
+        const float *r = rows + j * d;
+        float acc[QB];
+        for (int i = 0; i < QB; i++) acc[i] = 0.0f;
+        for (int64_t t = 0; t < d; t++) {
+            const float x = r[t];
+            const float *qr = qt + t * QB;
+            for (int i = 0; i < QB; i++) acc[i] += x * qr[i];
+        }
+        float *o = out + j * QB;
+        for (int i = 0; i < QB; i++) {
+            o[i] = acc[i];
+            bmax[i] = acc[i] > bmax[i] ? acc[i] : bmax[i];
+        }
+    }
+}
+
 #if PR_X86
 
 #define PR_AVX2 __attribute__((target("avx2,fma")))
+#define PR_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw")))
 #define PR_AVX512VNNI __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vnni")))
 
 /* Sum each of eight __m256 accumulators: returns [sum(a0), ..., sum(a7)]. */
@@ -198,8 +254,26 @@ PR_AVX2 static inline float hsum_ps(__m256 a) {
     return _mm_cvtss_f32(s);
 }
 
-PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                  float *out) {
+/* One row's dot product as a vector of 8 partial sums (two accumulators, summed). */
+PR_AVX2 static inline __m256 row_dot8_ps(const float *r, const float *q, int64_t dv, int rem,
+                                         __m256i tail, __m256 qtail) {
+    __m256 x = _mm256_setzero_ps(), y = x;
+    int64_t t = 0;
+    for (; t + 16 <= dv; t += 16) {
+        x = _mm256_fmadd_ps(_mm256_loadu_ps(r + t), _mm256_loadu_ps(q + t), x);
+        y = _mm256_fmadd_ps(_mm256_loadu_ps(r + t + 8), _mm256_loadu_ps(q + t + 8), y);
+    }
+    if (t < dv) x = _mm256_fmadd_ps(_mm256_loadu_ps(r + t), _mm256_loadu_ps(q + t), x);
+    if (rem) y = _mm256_fmadd_ps(_mm256_maskload_ps(r + dv, tail), qtail, y);
+    return _mm256_add_ps(x, y);
+}
+
+/* Rows are read in order (see the access-order note at the top); 8 rows' sums are reduced at once.
+ * Inlined with a constant d for common dimensions (see dots_f32_avx2), so that the compiler
+ * unrolls the row loop and keeps the query in registers. */
+PR_AVX2 static inline __attribute__((always_inline)) void
+dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
+                   float *restrict out) {
     const int64_t dv = d & ~(int64_t)7;
     const int rem = (int)(d - dv);
     __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -207,39 +281,71 @@ PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, con
     int64_t j = 0;
     for (; j + 8 <= cnt; j += 8) {
         const float *r = rows + j * d;
-        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
-               a7 = a0;
-        for (int64_t t = 0; t < dv; t += 8) {
-            __m256 qv = _mm256_loadu_ps(q + t);
-            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(r + t), qv, a0);
-            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(r + d + t), qv, a1);
-            a2 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 2 * d + t), qv, a2);
-            a3 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 3 * d + t), qv, a3);
-            a4 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 4 * d + t), qv, a4);
-            a5 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 5 * d + t), qv, a5);
-            a6 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 6 * d + t), qv, a6);
-            a7 = _mm256_fmadd_ps(_mm256_loadu_ps(r + 7 * d + t), qv, a7);
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            a[u] = row_dot8_ps(r + u * d, q, dv, rem, tail, qtail);
+            PR_ROW_ORDER();
         }
-        if (rem) {
-            a0 = _mm256_fmadd_ps(_mm256_maskload_ps(r + dv, tail), qtail, a0);
-            a1 = _mm256_fmadd_ps(_mm256_maskload_ps(r + d + dv, tail), qtail, a1);
-            a2 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 2 * d + dv, tail), qtail, a2);
-            a3 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 3 * d + dv, tail), qtail, a3);
-            a4 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 4 * d + dv, tail), qtail, a4);
-            a5 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 5 * d + dv, tail), qtail, a5);
-            a6 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 6 * d + dv, tail), qtail, a6);
-            a7 = _mm256_fmadd_ps(_mm256_maskload_ps(r + 7 * d + dv, tail), qtail, a7);
+        _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+    }
+    for (; j < cnt; j++) out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
+}
+
+PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                  float *out) {
+    switch (d) {
+    case 32: dots_f32_avx2_body(rows, cnt, 32, q, out); break;
+    case 64: dots_f32_avx2_body(rows, cnt, 64, q, out); break;
+    case 128: dots_f32_avx2_body(rows, cnt, 128, q, out); break;
+    default: dots_f32_avx2_body(rows, cnt, d, q, out);
+    }
+}
+
+/* AVX2 batch: 2 rows x 32 queries per step (8 ymm accumulators, named so that they stay in
+ * registers), one broadcast per row value. */
+PR_AVX2 static inline void batch_store_avx2(float *o, __m256 a0, __m256 a1, __m256 a2, __m256 a3,
+                                            __m256 m[4]) {
+    _mm256_storeu_ps(o, a0);
+    _mm256_storeu_ps(o + 8, a1);
+    _mm256_storeu_ps(o + 16, a2);
+    _mm256_storeu_ps(o + 24, a3);
+    m[0] = _mm256_max_ps(a0, m[0]); /* NaN in a never replaces m */
+    m[1] = _mm256_max_ps(a1, m[1]);
+    m[2] = _mm256_max_ps(a2, m[2]);
+    m[3] = _mm256_max_ps(a3, m[3]);
+}
+
+PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *qt,
+                                   float *out, float *bmax) {
+    __m256 m[4];
+    for (int v = 0; v < 4; v++) m[v] = _mm256_set1_ps(-INFINITY);
+    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    for (int64_t j = 0; j < cnt; j += 2) {
+        for (int64_t off = j * d * 4; off < (j + 2) * d * 4; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        /* An odd last row is scored twice (as its own pair); only one copy is stored. */
+        const float *r0 = rows + j * d, *r1 = j + 1 < cnt ? r0 + d : r0;
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        __m256 b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+        const float *qr = qt;
+        for (int64_t t = 0; t < d; t++, qr += QB) {
+            __m256 x = _mm256_broadcast_ss(r0 + t), y = _mm256_broadcast_ss(r1 + t);
+            __m256 q0 = _mm256_loadu_ps(qr), q1 = _mm256_loadu_ps(qr + 8);
+            __m256 q2 = _mm256_loadu_ps(qr + 16), q3 = _mm256_loadu_ps(qr + 24);
+            a0 = _mm256_fmadd_ps(x, q0, a0);
+            a1 = _mm256_fmadd_ps(x, q1, a1);
+            a2 = _mm256_fmadd_ps(x, q2, a2);
+            a3 = _mm256_fmadd_ps(x, q3, a3);
+            b0 = _mm256_fmadd_ps(y, q0, b0);
+            b1 = _mm256_fmadd_ps(y, q1, b1);
+            b2 = _mm256_fmadd_ps(y, q2, b2);
+            b3 = _mm256_fmadd_ps(y, q3, b3);
         }
-        _mm256_storeu_ps(out + j, hsum8_ps(a0, a1, a2, a3, a4, a5, a6, a7));
+        batch_store_avx2(out + j * QB, a0, a1, a2, a3, m);
+        if (j + 1 < cnt) batch_store_avx2(out + (j + 1) * QB, b0, b1, b2, b3, m);
     }
-    for (; j < cnt; j++) {
-        const float *r = rows + j * d;
-        __m256 a = _mm256_setzero_ps();
-        for (int64_t t = 0; t < dv; t += 8)
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(r + t), _mm256_loadu_ps(q + t), a);
-        if (rem) a = _mm256_fmadd_ps(_mm256_maskload_ps(r + dv, tail), qtail, a);
-        out[j] = hsum_ps(a);
-    }
+    for (int v = 0; v < 4; v++) _mm256_storeu_ps(bmax + 8 * v, m[v]);
 }
 
 /* int8 via sign extension to 16 bits and vpmaddwd (exact int32 sums, no saturation). */
@@ -251,20 +357,15 @@ PR_AVX2 static void dots_i8_avx2(const int8_t *rows, int64_t cnt, int64_t d, con
 #define PR_LD16(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
     for (; j + 8 <= cnt; j += 8) {
         const int8_t *r = rows + j * d;
-        __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0,
-                a6 = a0, a7 = a0;
-        for (int64_t t = 0; t < dv; t += 16) {
-            __m256i qv = PR_LD16(q + t);
-            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(PR_LD16(r + t), qv));
-            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(PR_LD16(r + d + t), qv));
-            a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(PR_LD16(r + 2 * d + t), qv));
-            a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(PR_LD16(r + 3 * d + t), qv));
-            a4 = _mm256_add_epi32(a4, _mm256_madd_epi16(PR_LD16(r + 4 * d + t), qv));
-            a5 = _mm256_add_epi32(a5, _mm256_madd_epi16(PR_LD16(r + 5 * d + t), qv));
-            a6 = _mm256_add_epi32(a6, _mm256_madd_epi16(PR_LD16(r + 6 * d + t), qv));
-            a7 = _mm256_add_epi32(a7, _mm256_madd_epi16(PR_LD16(r + 7 * d + t), qv));
+        __m256i a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) { /* row after row: sequential reads */
+            __m256i acc = _mm256_setzero_si256();
+            for (int64_t t = 0; t < dv; t += 16)
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(PR_LD16(r + u * d + t), PR_LD16(q + t)));
+            a[u] = acc;
         }
-        _mm256_storeu_si256((__m256i *)(out + j), hsum8_epi32(a0, a1, a2, a3, a4, a5, a6, a7));
+        _mm256_storeu_si256((__m256i *)(out + j), hsum8_epi32(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
         if (dv < d)
             for (int u = 0; u < 8; u++)
                 for (int64_t t = dv; t < d; t++)
@@ -307,20 +408,16 @@ PR_AVX512VNNI static void dots_i8_vnni(const int8_t *rows, int64_t cnt, int64_t 
         __m512i a[16];
 #pragma GCC unroll 16
         for (int u = 0; u < 16; u++) a[u] = _mm512_setzero_si512();
-        for (int64_t t = 0; t < dv; t += 64) {
-            __m512i qv = _mm512_loadu_si512((const void *)(q + t));
 #pragma GCC unroll 16
-            for (int u = 0; u < 16; u++) {
-                __m512i rv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(r + u * d + t)), bias);
-                a[u] = _mm512_dpbusd_epi32(a[u], rv, qv);
+        for (int u = 0; u < 16; u++) { /* row after row: sequential reads (matters for D > 64) */
+            const int8_t *ru = r + u * d;
+            for (int64_t t = 0; t < dv; t += 64) {
+                __m512i rv = _mm512_xor_si512(_mm512_loadu_si512((const void *)(ru + t)), bias);
+                a[u] = _mm512_dpbusd_epi32(a[u], rv, _mm512_loadu_si512((const void *)(q + t)));
             }
-        }
-        if (dv < d) { /* masked loads only for the tail: they are slow on streamed data */
-            __m512i qv = _mm512_maskz_loadu_epi8(tail, q + dv);
-#pragma GCC unroll 16
-            for (int u = 0; u < 16; u++) {
-                __m512i rv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, r + u * d + dv), bias);
-                a[u] = _mm512_dpbusd_epi32(a[u], rv, qv);
+            if (dv < d) { /* masked loads only for the tail: they are slow on streamed data */
+                __m512i rv = _mm512_xor_si512(_mm512_maskz_loadu_epi8(tail, ru + dv), bias);
+                a[u] = _mm512_dpbusd_epi32(a[u], rv, _mm512_maskz_loadu_epi8(tail, q + dv));
             }
         }
         _mm512_storeu_si512((void *)(out + j), _mm512_sub_epi32(hsum16_epi32(a), corr));
@@ -328,19 +425,143 @@ PR_AVX512VNNI static void dots_i8_vnni(const int8_t *rows, int64_t cnt, int64_t 
     dots_i8_avx2(rows + j * d, cnt - j, d, q, qsum, out + j);
 }
 
+/* float32 with 512-bit loads and FMA; rows in order, 8 at a time (groups of 16 read DRAM more
+ * slowly on Zen 4, see the note at the top). The tail of a row (d % 16) uses a masked load. */
+PR_AVX512 static inline __m256 row_dot16_ps(const float *r, const float *q, int64_t dv,
+                                           __mmask16 tail) {
+    __m512 x = _mm512_setzero_ps(), y = x;
+    int64_t t = 0;
+    for (; t + 32 <= dv; t += 32) {
+        x = _mm512_fmadd_ps(_mm512_loadu_ps(r + t), _mm512_loadu_ps(q + t), x);
+        y = _mm512_fmadd_ps(_mm512_loadu_ps(r + t + 16), _mm512_loadu_ps(q + t + 16), y);
+    }
+    if (t < dv) x = _mm512_fmadd_ps(_mm512_loadu_ps(r + t), _mm512_loadu_ps(q + t), x);
+    if (tail) y = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(tail, r + dv), _mm512_maskz_loadu_ps(tail, q + dv), y);
+    x = _mm512_add_ps(x, y);
+    return _mm256_add_ps(_mm512_castps512_ps256(x),
+                         _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+}
+
+PR_AVX512 static inline __attribute__((always_inline)) void
+dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
+                     float *restrict out) {
+    const int64_t dv = d & ~(int64_t)15;
+    const __mmask16 tail = (__mmask16)((1u << (d - dv)) - 1u);
+    int64_t j = 0;
+    for (; j + 8 <= cnt; j += 8) {
+        const float *r = rows + j * d;
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            a[u] = row_dot16_ps(r + u * d, q, dv, tail);
+            PR_ROW_ORDER();
+        }
+        _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+    }
+    for (; j < cnt; j++) out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
+}
+
+/* d == 64 (the common model width): the query lives in four registers for the whole block, so
+ * a row costs four loads and four FMAs. */
+PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
+                                          float *out) {
+    const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
+    const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
+    int64_t j = 0;
+    for (; j < cnt; j += 8) {
+        __m256 a[8];
+#pragma GCC unroll 8
+        for (int u = 0; u < 8; u++) {
+            const float *r = rows + (j + u < cnt ? j + u : j) * 64;
+            __m512 x = _mm512_mul_ps(_mm512_loadu_ps(r), q0);
+            __m512 y = _mm512_mul_ps(_mm512_loadu_ps(r + 16), q1);
+            x = _mm512_fmadd_ps(_mm512_loadu_ps(r + 32), q2, x);
+            y = _mm512_fmadd_ps(_mm512_loadu_ps(r + 48), q3, y);
+            x = _mm512_add_ps(x, y);
+            a[u] = _mm256_add_ps(_mm512_castps512_ps256(x),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
+            PR_ROW_ORDER();
+        }
+        __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        if (j + 8 <= cnt) {
+            _mm256_storeu_ps(out + j, sums);
+        } else { /* a short last group: rows past cnt were scored as row j, and are dropped */
+            float tmp[8];
+            _mm256_storeu_ps(tmp, sums);
+            for (int64_t u = 0; u < cnt - j; u++) out[j + u] = tmp[u];
+        }
+    }
+}
+
+/* Constant d for common dimensions: the row loop is fully unrolled (see dots_f32_avx2). */
+PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                      float *out) {
+    switch (d) {
+    case 32: dots_f32_avx512_body(rows, cnt, 32, q, out); break;
+    case 64: dots_f32_avx512_d64(rows, cnt, q, out); break;
+    case 128: dots_f32_avx512_body(rows, cnt, 128, q, out); break;
+    default: dots_f32_avx512_body(rows, cnt, d, q, out);
+    }
+}
+
+/* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators, named so that they stay in
+ * registers). Missing rows of the last step repeat its first row; only real rows are stored. */
+PR_AVX512 static void batch_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *qt,
+                                       float *out, float *bmax) {
+    __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    for (int64_t j = 0; j < cnt; j += 4) {
+        for (int64_t off = j * d * 4; off < (j + 4) * d * 4; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        const int here = (int)(cnt - j < 4 ? cnt - j : 4);
+        const float *r0 = rows + j * d;
+        const float *r1 = here > 1 ? r0 + d : r0, *r2 = here > 2 ? r0 + 2 * d : r0;
+        const float *r3 = here > 3 ? r0 + 3 * d : r0;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, e0 = a0,
+               e1 = a0;
+        const float *qr = qt;
+        for (int64_t t = 0; t < d; t++, qr += QB) {
+            __m512 q0 = _mm512_loadu_ps(qr), q1 = _mm512_loadu_ps(qr + 16);
+            __m512 x = _mm512_set1_ps(r0[t]);
+            a0 = _mm512_fmadd_ps(x, q0, a0);
+            a1 = _mm512_fmadd_ps(x, q1, a1);
+            x = _mm512_set1_ps(r1[t]);
+            b0 = _mm512_fmadd_ps(x, q0, b0);
+            b1 = _mm512_fmadd_ps(x, q1, b1);
+            x = _mm512_set1_ps(r2[t]);
+            c0 = _mm512_fmadd_ps(x, q0, c0);
+            c1 = _mm512_fmadd_ps(x, q1, c1);
+            x = _mm512_set1_ps(r3[t]);
+            e0 = _mm512_fmadd_ps(x, q0, e0);
+            e1 = _mm512_fmadd_ps(x, q1, e1);
+        }
+        __m512 lo[4] = {a0, b0, c0, e0}, hi[4] = {a1, b1, c1, e1};
+        for (int u = 0; u < here; u++) {
+            _mm512_storeu_ps(out + (j + u) * QB, lo[u]);
+            _mm512_storeu_ps(out + (j + u) * QB + 16, hi[u]);
+            m0 = _mm512_max_ps(lo[u], m0); /* NaN in a score never replaces m */
+            m1 = _mm512_max_ps(hi[u], m1);
+        }
+    }
+    _mm512_storeu_ps(bmax, m0);
+    _mm512_storeu_ps(bmax + 16, m1);
+}
+
 #endif /* PR_X86 */
 
 /* ------------------------------------------------------------------------------------------ */
 /* CPU probe and dispatch.                                                                     */
 
+static int pr_vnni; /* AVX-512 VNNI present (set by the probe) */
+
 static int pr_probe_isa(void) {
 #if PR_X86
     __builtin_cpu_init();
     if (!(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))) return PR_ISA_PORTABLE;
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-        __builtin_cpu_supports("avx512vnni"))
-        return PR_ISA_AVX512_VNNI;
-    return PR_ISA_AVX2;
+    if (!(__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")))
+        return PR_ISA_AVX2;
+    pr_vnni = __builtin_cpu_supports("avx512vnni") != 0;
+    return PR_ISA_AVX512;
 #else
     return PR_ISA_PORTABLE;
 #endif
@@ -352,12 +573,27 @@ int pr_best_isa(void) {
     return cached;
 }
 
+int pr_int8_vnni(void) {
+    pr_best_isa();
+    return pr_vnni;
+}
+
 static dots_f32_fn pick_f32(int isa) {
 #if PR_X86
+    if (isa >= PR_ISA_AVX512) return dots_f32_avx512;
     if (isa >= PR_ISA_AVX2) return dots_f32_avx2;
 #endif
     (void)isa;
     return dots_f32_portable;
+}
+
+static batch_f32_fn pick_batch_f32(int isa) {
+#if PR_X86
+    if (isa >= PR_ISA_AVX512) return batch_f32_avx512;
+    if (isa >= PR_ISA_AVX2) return batch_f32_avx2;
+#endif
+    (void)isa;
+    return batch_f32_portable;
 }
 
 static max_fn pick_max(int isa) {
@@ -370,7 +606,7 @@ static max_fn pick_max(int isa) {
 
 static dots_i8_fn pick_i8(int isa) {
 #if PR_X86
-    if (isa >= PR_ISA_AVX512_VNNI) return dots_i8_vnni;
+    if (isa >= PR_ISA_AVX512 && pr_int8_vnni()) return dots_i8_vnni;
     if (isa >= PR_ISA_AVX2) return dots_i8_avx2;
 #endif
     (void)isa;
@@ -397,6 +633,40 @@ static void init_heaps(heap_t *h, int64_t b, int64_t k, int64_t *out_ids, float 
 /* Queries are handled in groups of QGROUP so the per-group heap descriptors stay on the stack. */
 #define QGROUP 64
 
+/* b >= 2: one pass over the catalog per QB queries (see the note at the top). */
+static int topk_f32_batch(const float *items, int64_t n, int64_t d, const float *queries,
+                          int64_t b, const uint8_t *exclude, int64_t exclude_stride, int64_t k,
+                          int isa, int64_t *out_ids, float *out_scores, int64_t *out_counts) {
+    batch_f32_fn kernel = pick_batch_f32(isa);
+    float *qt = malloc((size_t)d * QB * sizeof(float));
+    float *sc = malloc((size_t)BR * QB * sizeof(float));
+    if (qt == NULL || sc == NULL) {
+        free(qt);
+        free(sc);
+        return PR_E_MEM;
+    }
+    float bm[QB];
+    heap_t h[QB];
+    for (int64_t q0 = 0; q0 < b; q0 += QB) {
+        int64_t qn = (b - q0 < QB) ? b - q0 : QB;
+        for (int64_t t = 0; t < d; t++)
+            for (int64_t i = 0; i < QB; i++) qt[t * QB + i] = i < qn ? queries[(q0 + i) * d + t] : 0.0f;
+        init_heaps(h, qn, k, out_ids + q0 * k, out_scores + q0 * k);
+        for (int64_t base = 0; base < n; base += BR) {
+            int64_t cnt = (n - base < BR) ? n - base : BR;
+            kernel(items + base * d, cnt, d, qt, sc, bm);
+            for (int64_t i = 0; i < qn; i++) {
+                const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
+                select_block(&h[i], sc + i, QB, base, cnt, ex, bm[i]);
+            }
+        }
+        for (int64_t i = 0; i < qn; i++) heap_finish(&h[i], out_counts + q0 + i);
+    }
+    free(qt);
+    free(sc);
+    return PR_OK;
+}
+
 int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, int64_t b,
                 const uint8_t *exclude, int64_t exclude_stride, int64_t k, int isa,
                 int64_t *out_ids, float *out_scores, int64_t *out_counts) {
@@ -405,22 +675,22 @@ int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, 
     if ((n > 0 && items == NULL) || (b > 0 && (queries == NULL || out_ids == NULL ||
                                                out_scores == NULL || out_counts == NULL)))
         return PR_E_ARG;
+    if (b >= 2)
+        return topk_f32_batch(items, n, d, queries, b, exclude, exclude_stride, k, isa, out_ids,
+                              out_scores, out_counts);
     dots_f32_fn dots = pick_f32(isa);
     max_fn bmax = pick_max(isa);
     float sc[BLOCK];
-    heap_t h[QGROUP];
-    for (int64_t q0 = 0; q0 < b; q0 += QGROUP) {
-        int64_t qn = (b - q0 < QGROUP) ? b - q0 : QGROUP;
-        init_heaps(h, qn, k, out_ids + q0 * k, out_scores + q0 * k);
+    heap_t h[1];
+    for (int64_t q0 = 0; q0 < b; q0++) {
+        init_heaps(h, 1, k, out_ids + q0 * k, out_scores + q0 * k);
         for (int64_t base = 0; base < n; base += BLOCK) {
             int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-            for (int64_t i = 0; i < qn; i++) {
-                const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
-                dots(items + base * d, cnt, d, queries + (q0 + i) * d, sc);
-                select_block(&h[i], sc, base, cnt, ex, bmax(sc, cnt));
-            }
+            const uint8_t *ex = exclude ? exclude + q0 * exclude_stride : NULL;
+            dots(items + base * d, cnt, d, queries + q0 * d, sc);
+            select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
         }
-        for (int64_t i = 0; i < qn; i++) heap_finish(&h[i], out_counts + q0 + i);
+        heap_finish(&h[0], out_counts + q0);
     }
     return PR_OK;
 }
@@ -455,7 +725,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 dots(codes + base * d, cnt, d, qcodes + (q0 + i) * d, qsum[i], acc);
                 for (int64_t j = 0; j < cnt; j++) sc[j] = (float)acc[j] * scales[base + j];
-                select_block(&h[i], sc, base, cnt, ex, bmax(sc, cnt));
+                select_block(&h[i], sc, 1, base, cnt, ex, bmax(sc, cnt));
             }
         }
         for (int64_t i = 0; i < qn; i++) {

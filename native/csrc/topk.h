@@ -12,9 +12,14 @@
  *              min(k, eligible) items, best first, ties broken by lower index; the rest of the row
  *              is padded with id -1 and score -inf. Items whose score is NaN are never returned.
  *   isa        one of PR_ISA_*; must be <= pr_best_isa(), or PR_E_ISA is returned. PORTABLE is
- *              plain C; AVX2 needs AVX2+FMA; AVX512_VNNI needs AVX-512 F/BW/VNNI and speeds up int8
- *              only (float32 uses the AVX2 path there, the scan being memory-bound).
- * Return value: PR_OK, or a negative PR_E_* code; outputs are unspecified on error.
+ *              plain C; AVX2 needs AVX2+FMA; AVX512 needs AVX-512 F/BW (float32 with 512-bit FMA;
+ *              int8 with VNNI where the CPU has it, else the AVX2 int8 code). Which path is
+ *              fastest is decided by measurement in native/c_backend.py, not here.
+ *   b >= 2     float32 batches use a kernel that scores up to 32 queries per pass over the
+ *              catalog; its float32 sums are rounded in another order than the single-query
+ *              kernel's (both within the tests' tolerance of the numpy reference).
+ * Return value: PR_OK, or a negative PR_E_* code (PR_E_MEM: scratch memory could not be
+ * allocated); outputs are unspecified on error.
  * Thread safety: the functions keep no state; concurrent calls on shared inputs are safe.
  */
 #ifndef POCKETREC_TOPK_H
@@ -25,13 +30,17 @@
 #define PR_OK 0
 #define PR_E_ARG -1
 #define PR_E_ISA -2
+#define PR_E_MEM -3
 
 #define PR_ISA_PORTABLE 0
 #define PR_ISA_AVX2 1
-#define PR_ISA_AVX512_VNNI 2
+#define PR_ISA_AVX512 2
 
 /* Best instruction set this CPU and OS support (PR_ISA_*), probed once at run time. */
 int pr_best_isa(void);
+
+/* 1 when the PR_ISA_AVX512 int8 path uses VNNI (vpdpbusd), 0 when it runs the AVX2 int8 code. */
+int pr_int8_vnni(void);
 
 /* float32: score[j] = sum_t items[j, t] * query[t]. */
 int pr_topk_f32(const float *items, int64_t n, int64_t d,

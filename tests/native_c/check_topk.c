@@ -467,7 +467,7 @@ static const char *isa_name(int isa) {
     switch (isa) {
     case PR_ISA_PORTABLE: return "portable";
     case PR_ISA_AVX2: return "avx2";
-    case PR_ISA_AVX512_VNNI: return "avx512_vnni";
+    case PR_ISA_AVX512: return "avx512";
     default: return "other";
     }
 }
