@@ -50,6 +50,16 @@ RUNTIME_BUNDLES_ENV = "POCKETREC_TEST_BUNDLES"
 first CI leg, with TensorFlow, leaves them for the runtime leg that has no TensorFlow)."""
 
 
+class ManualClock:
+    """A clock for code that takes ``clock=``: it reads ``now`` (seconds), which tests move."""
+
+    def __init__(self, now: float = 100.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class RuntimeBundles:
     """Bundles exported by the converter for the runtime tests, under ``root``:
 

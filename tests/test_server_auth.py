@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from conftest import ManualClock
 
 from pocketrec.server.auth import TokenCache, bearer_token, hash_token, new_token
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_cached_token_is_trusted_for_its_seconds_and_then_asked_again() -> None:
-    clock = Clock()
+    clock = ManualClock()
     cache = TokenCache(5.0, clock=clock)
     token = new_token()
     assert cache.get(token) is None
@@ -35,7 +28,7 @@ def test_zero_seconds_remembers_nothing() -> None:
 
 
 def test_the_oldest_tokens_are_forgotten_first_beyond_the_size() -> None:
-    cache = TokenCache(60.0, size=2, clock=Clock())
+    cache = TokenCache(60.0, size=2, clock=ManualClock())
     cache.put("a", "A")
     cache.put("b", "B")
     cache.put("a", "A")  # refreshed: now the newest

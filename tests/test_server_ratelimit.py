@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SyncHarness
+from conftest import ManualClock, SyncHarness
 from server_process import get, metric_samples
 from test_sync_server import event, post
 
@@ -19,16 +19,8 @@ from pocketrec.server.running import ServerOptions
 from pocketrec.storage import Store
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_bucket_allows_a_burst_then_the_rate() -> None:
-    clock = Clock()
+    clock = ManualClock()
     buckets = TokenBuckets(RateLimit(rate=2.0, burst=3), clock=clock)
     assert [buckets.take("a") for _ in range(3)] == [0.0, 0.0, 0.0]
     assert buckets.take("a") == pytest.approx(0.5)  # one token comes back every 0.5 s
@@ -41,7 +33,7 @@ def test_a_bucket_allows_a_burst_then_the_rate() -> None:
 
 
 def test_buckets_that_are_full_again_are_forgotten() -> None:
-    clock = Clock()
+    clock = ManualClock()
     buckets = TokenBuckets(RateLimit(rate=1.0, burst=2), clock=clock)
     for device in range(1000):
         buckets.take(f"d{device}")
