@@ -40,7 +40,7 @@ from pocketrec.core.bundle import CATALOG_DTYPES, MODEL_DTYPES
 from pocketrec.core.errors import PocketrecError
 from pocketrec.core.loaders import FORMATS
 from pocketrec.core.optional import missing_dependency, require
-from pocketrec.core.third_party_logs import VERBOSE_ENV, quiet_tensorflow
+from pocketrec.core.third_party_logs import VERBOSE_ENV, import_tensorflow, quiet_tensorflow
 from pocketrec.native import backends, registry
 from pocketrec.runtime.feedback import DEFAULT_DEMOTION
 
@@ -88,10 +88,11 @@ def _cmd_backends(_args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pocketrec.demo import DemoOptions, run_demo
-
     if args.devices < 1 or (args.users is not None and args.users < 10):
         raise ValueError("need --devices >= 1 and --users >= 10")
+    import_tensorflow()
+    from pocketrec.demo import DemoOptions, run_demo
+
     options = DemoOptions(
         out=args.out, data=args.data, users=args.users, devices=args.devices, fast=args.fast,
         force=args.force, seed=args.seed,
@@ -120,6 +121,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     split = leave_one_out(data)
     print(data.summary())
     print(split.summary())
+    import_tensorflow()
     from pocketrec.converter import model_dir
     from pocketrec.converter.training import train
     from pocketrec.core.metrics import popularity_baseline
@@ -136,6 +138,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     _existing(args.model_dir, "MODEL_DIR", folder=True)
     _writable_out(args.out, args.force)
+    import_tensorflow()
     from pocketrec.converter.export import export_bundle
 
     result = export_bundle(
