@@ -29,6 +29,7 @@ def test_replay_equals_the_converters_offline_metrics(runtime_bundles: Any, name
     assert result.metrics == pytest.approx(offline, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_replay_skips_users_whose_target_the_catalog_lacks(runtime_bundles: Any) -> None:
     data, _ = load(runtime_bundles.data)
     result = replay_evaluate(Recommender.open(runtime_bundles.v2), data)
@@ -50,6 +51,7 @@ def test_cli_evaluate_prints_one_json_object(
     assert out == pytest.approx(manifest.metrics["test"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_reports_the_match_and_extra_cut_offs(
     runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -65,6 +67,7 @@ def test_cli_evaluate_reports_the_match_and_extra_cut_offs(
     assert "--k must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_evaluate_warns_how_many_users_and_events_a_partial_match_skipped(
     runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
