@@ -116,6 +116,8 @@ def _require(raw: dict[str, Any], key: str, kind: type | tuple[type, ...], where
 
 def read_manifest(bundle_dir: Path) -> Manifest:
     """Parse and schema-check ``manifest.json`` (files are not checked here)."""
+    if Path(bundle_dir).is_file():
+        raise BundleError(f"{bundle_dir}: is a file; a bundle is a folder (pocketrec convert)")
     path = Path(bundle_dir) / MANIFEST
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))

@@ -16,22 +16,65 @@ Commands:
   pocketrec data       data requests: export or erase one device's (or user's) events
   pocketrec retention  drop the server's events older than N days
 
-TensorFlow is imported only by `train` and `convert`; the server's packages only by the server
-commands.
+TensorFlow is imported only by `train`, `convert` and `demo`; the server's packages only by the
+server commands. A command whose extra is not installed says which one before it starts
+(:data:`_NEEDS`); arguments are checked before the heavy imports. Every error is one line on
+stderr and exit code 2. Third-party log lines are hidden unless ``--verbose``
+(``pocketrec.core.third_party_logs``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pocketrec import __version__
+from pocketrec.converter.config import BATCHING, CELLS, ModelConfig
+from pocketrec.core.bundle import CATALOG_DTYPES, MODEL_DTYPES
 from pocketrec.core.errors import PocketrecError
+from pocketrec.core.loaders import FORMATS
+from pocketrec.core.optional import missing_dependency, require
+from pocketrec.core.third_party_logs import VERBOSE_ENV, import_tensorflow, quiet_tensorflow
 from pocketrec.native import backends, registry
 from pocketrec.runtime.feedback import DEFAULT_DEMOTION
+
+_SERVER_MODULES = ("starlette", "uvicorn", "prometheus_client")
+_NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "demo": ("demo", ("tensorflow", *_SERVER_MODULES, "matplotlib")),
+    "train": ("convert", ("tensorflow",)),
+    "convert": ("convert", ("tensorflow",)),
+    "serve": ("server", _SERVER_MODULES),
+}
+"""command -> (the pip extra, the top-level modules it needs beyond the base install)."""
+
+
+def _existing(path: Path, flag: str, *, folder: bool | None = None) -> Path:
+    """``path`` when it exists (a folder when ``folder``, a file when ``folder is False``);
+    otherwise ``FileNotFoundError`` or ``ValueError`` naming ``flag``."""
+    if not path.exists():
+        raise FileNotFoundError(f"{flag} {path}: no such file or folder")
+    if folder and not path.is_dir():
+        raise ValueError(f"{flag} {path}: is a file, expected a folder")
+    if folder is False and path.is_dir():
+        raise ValueError(f"{flag} {path}: is a folder, expected a file")
+    return path
+
+
+def _writable_out(out: Path, force: bool) -> None:
+    """Refuse an output folder that exists as a file, or is not empty unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out {out}: exists and is a file, expected a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FileExistsError(
+            f"--out {out}: the folder is not empty; pass --force to write into it, or choose "
+            "another --out"
+        )
 
 
 def _cmd_backends(_args: argparse.Namespace) -> int:
@@ -47,10 +90,11 @@ def _cmd_backends(_args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from pocketrec.demo import DemoOptions, run_demo
-
     if args.devices < 1 or (args.users is not None and args.users < 10):
         raise ValueError("need --devices >= 1 and --users >= 10")
+    import_tensorflow()
+    from pocketrec.demo import DemoOptions, run_demo
+
     options = DemoOptions(
         out=args.out, data=args.data, users=args.users, devices=args.devices, fast=args.fast,
         force=args.force, seed=args.seed,
@@ -66,20 +110,25 @@ def _print_metrics(label: str, metrics: dict[str, float], ks: Sequence[int] = (5
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pocketrec.converter import model_dir
-    from pocketrec.converter.model import ModelConfig
-    from pocketrec.converter.training import train
     from pocketrec.core import leave_one_out, load
-    from pocketrec.core.metrics import popularity_baseline
 
+    _existing(args.data, "--data")
+    _writable_out(args.out, args.force)
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"num_items"}
+    settings = {name: value for name, value in vars(args).items() if name in fields}
+    ModelConfig(num_items=1, **settings)  # its checks, before the data and TensorFlow load
     data, report = load(args.data, format=args.format)
     if report.total_skipped:
         print(report.summary(), file=sys.stderr)
     split = leave_one_out(data)
     print(data.summary())
     print(split.summary())
-    overrides = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS and v is not None}
-    config = ModelConfig(num_items=data.num_items, **overrides)
+    import_tensorflow()
+    from pocketrec.converter import model_dir
+    from pocketrec.converter.training import train
+    from pocketrec.core.metrics import popularity_baseline
+
+    config = ModelConfig(num_items=data.num_items, **settings)
     model, result = train(split, config, loss=args.loss, num_sampled=args.num_sampled)
     model_dir.save(args.out, model, data, split, result)
     _print_metrics(f"best validation (epoch {result.best_epoch})", result.best_valid)
@@ -89,6 +138,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    _existing(args.model_dir, "MODEL_DIR", folder=True)
+    _writable_out(args.out, args.force)
+    import_tensorflow()
     from pocketrec.converter.export import export_bundle
 
     result = export_bundle(
@@ -143,17 +195,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError(f"--k must be >= 1, got {args.k}")
+    _existing(args.data, "--data")
     rec = Recommender.open(args.bundle_dir, backend=args.backend, demotion=args.demotion)
     data, report = load(args.data, format=args.format)
     if report.total_skipped:
         print(report.summary(), file=sys.stderr)
     ks = sorted({*DEFAULT_KS, args.k})
     result = replay_evaluate(rec, data, ks=ks)
-    if result.skipped_users:
-        print(
-            f"{result.skipped_users:,} users skipped: their target is not in the catalog",
-            file=sys.stderr,
-        )
+    _warn_partial_match(result)
     if args.json:
         out = {**result.metrics, "users": result.users, "model_version": result.model_version}
         print(json.dumps(out, sort_keys=True))
@@ -174,6 +223,27 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         verdict = "equal within 1e-6" if diff <= 1e-6 else "DIFFERENT (other data or demotion?)"
         print(f"the bundle's offline test metrics (converter): {verdict}, max |diff| {diff:.2g}")
     return 0
+
+
+def _warn_partial_match(result: Any) -> None:
+    """On stderr: how many held-out users ``pocketrec evaluate`` skipped and how many history
+    events it could not use, because the data holds items the bundle's catalog does not."""
+    held = result.users + result.skipped_users
+    if result.skipped_users:
+        print(
+            f"warning: {result.skipped_users:,} of {held:,} held-out users skipped "
+            f"({result.skipped_users / held:.0%}): their held-out item is not in the bundle's "
+            "catalog (data other than the bundle was trained on?); metrics are over the other "
+            f"{result.users:,}",
+            file=sys.stderr,
+        )
+    if result.unknown_events:
+        print(
+            f"warning: {result.unknown_events:,} of {result.events:,} history events "
+            f"({result.unknown_events / max(result.events, 1):.0%}) are on items not in the "
+            "bundle's catalog: they left the user vectors unchanged",
+            file=sys.stderr,
+        )
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -324,95 +394,170 @@ def _cmd_export_feedback(args: argparse.Namespace) -> int:
     return 0
 
 
-_CONFIG_FLAGS = (
-    "embedding_dim", "hidden_dim", "user_dim", "dropout", "max_len", "batch_size",
-    "learning_rate", "max_epochs", "patience", "seed", "tied", "cell", "num_layers", "r_min",
-    "weight_decay", "plateau_decay", "init_std", "ema", "batching",
-)  # fmt: skip
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default; an option whose default is ``None`` says in its
+    own help what happens without it, and a flag (``store_true``) is off unless given."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``pocketrec`` command (one sub-parser per command)."""
-    parser = argparse.ArgumentParser(prog="pocketrec", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"pocketrec {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+_COMMON = argparse.ArgumentParser(add_help=False)
+_COMMON.add_argument(
+    "--verbose",
+    action="store_true",
+    help="show the third-party log lines hidden by default (TensorFlow's C++ INFO and WARNING "
+    "lines such as oneDNN and cpu_feature_guard, LiteRT's XNNPACK delegate notice)",
+)
 
-    demo = sub.add_parser(
-        "demo", help="the whole loop offline: train, serve, devices, retrain, report"
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str
+) -> argparse.ArgumentParser:
+    """A sub-command: ``summary`` is its line in ``pocketrec --help`` and its description."""
+    return sub.add_parser(
+        name, help=summary, description=summary, formatter_class=_HelpFormatter, parents=[_COMMON]
     )
-    demo.add_argument("--out", type=Path, default=Path("pocketrec-demo"), help="output folder")
-    demo.add_argument("--data", type=Path, default=None, help="a dataset instead of synthetic")
-    demo.add_argument("--users", type=int, default=None, help="synthetic users (3000; fast 1000)")
-    demo.add_argument("--devices", type=int, default=4, help="simulated devices (default 4)")
-    demo.add_argument("--fast", action="store_true", help="a small model and data (tests)")
-    demo.add_argument("--force", action="store_true", help="empty a non-empty --out first")
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    demo.set_defaults(func=_cmd_demo)
 
-    info = sub.add_parser("backends", help="list the top-k backends usable on this machine")
-    info.set_defaults(func=_cmd_backends)
 
-    tr = sub.add_parser("train", help="train the interest model on a dataset")
-    tr.add_argument("--data", required=True, type=Path, help="dataset file or folder")
-    tr.add_argument(
-        "--format", default="auto", help="auto, recbole, sequences, pairs, csv or parquet"
-    )
-    tr.add_argument("--out", required=True, type=Path, help="model directory to write")
-    tr.add_argument("--loss", choices=("full", "sampled"), default="full", help="softmax kind")
-    tr.add_argument("--num-sampled", type=int, default=1000, help="negatives for --loss sampled")
-    for flag, kind in (
-        ("embedding-dim", int), ("hidden-dim", int), ("user-dim", int), ("dropout", float),
-        ("max-len", int), ("batch-size", int), ("learning-rate", float), ("max-epochs", int),
-        ("patience", int), ("seed", int), ("num-layers", int), ("r-min", float),
-        ("weight-decay", float), ("plateau-decay", float), ("init-std", float), ("ema", float),
-    ):  # fmt: skip
-        tr.add_argument(f"--{flag}", type=kind, default=None, help="override the default")
-    tr.add_argument("--cell", choices=("gru", "lru"), default=None, help="recurrent cell")
+_MODEL_HELP = {
+    "embedding_dim": "item embedding size E",
+    "hidden_dim": "state size: the GRU's H, or the complex state N of each LRU block",
+    "user_dim": "user and catalog vector size D (before the folded bias)",
+    "dropout": "dropout on the event inputs while training",
+    "max_len": "events per training window",
+    "batch_size": "users per batch (events per batch: this * the mean window length)",
+    "learning_rate": "Adam's learning rate",
+    "max_epochs": "epochs at most",
+    "patience": "stop after this many epochs without a validation NDCG@10 gain",
+    "seed": "random seed",
+    "num_layers": "LRU blocks (0: the cell's default, 2 LRU blocks or 1 GRU layer)",
+    "r_min": "smallest initial |lambda| of the LRU",
+    "weight_decay": "AdamW weight decay (0: plain Adam)",
+    "plateau_decay": "multiply the learning rate by this after an epoch without gain (1: off)",
+    "init_std": "std of the truncated-normal initial weights (0: Keras' initializers)",
+    "ema": "momentum of the weights' moving average that is evaluated and kept (0: off)",
+}
+
+
+def _add_model_options(tr: argparse.ArgumentParser) -> None:
+    """One option per :class:`ModelConfig` field, its default the config's own."""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    for name, text in _MODEL_HELP.items():
+        flag = "--" + name.replace("_", "-")
+        tr.add_argument(flag, type=type(defaults[name]), default=defaults[name], help=text)
+    tr.add_argument("--cell", choices=CELLS, default=defaults["cell"], help="recurrent cell")
     tr.add_argument(
         "--batching",
-        choices=("events", "users"),
-        default=None,
+        choices=BATCHING,
+        default=defaults["batching"],
         help="size batches by training events (each event weighs the same) or by users",
     )
     tr.add_argument(
         "--tied",
         action=argparse.BooleanOptionalAction,
-        default=None,
+        default=defaults["tied"],
         help="catalog vectors = input item embeddings (needs --user-dim == --embedding-dim)",
     )
+
+
+_FORMATS = ("auto", *FORMATS)
+_FORMAT_HELP = "dataset format (auto: guessed from the file)"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``pocketrec`` command (one sub-parser per command)."""
+    parser = argparse.ArgumentParser(
+        prog="pocketrec",
+        description="pocketrec: an embedded, on-device recommender (train, convert, run, sync)",
+        epilog="Each command has --help. Errors are one line on stderr, exit code 2.",
+    )
+    parser.add_argument("--version", action="version", version=f"pocketrec {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = _command(
+        sub, "demo", "the whole loop offline: train, serve, devices, retrain, report (extra: demo)"
+    )
+    demo.add_argument("--out", type=Path, default=Path("pocketrec-demo"), help="output folder")
+    demo.add_argument(
+        "--data", type=Path, default=None, help="a dataset file or folder (default: synthetic)"
+    )
+    demo.add_argument(
+        "--users", type=int, default=None, help="synthetic users (default: 3000; 1000 with --fast)"
+    )
+    demo.add_argument("--devices", type=int, default=4, help="simulated devices")
+    demo.add_argument("--fast", action="store_true", help="a small model and data (tests)")
+    demo.add_argument("--force", action="store_true", help="empty a non-empty --out first")
+    demo.add_argument("--seed", type=int, default=0, help="random seed")
+    demo.set_defaults(func=_cmd_demo)
+
+    info = _command(sub, "backends", "list the top-k backends usable on this machine")
+    info.set_defaults(func=_cmd_backends)
+
+    tr = _command(sub, "train", "train the interest model on a dataset (extra: convert)")
+    tr.add_argument("--data", required=True, type=Path, help="dataset file or folder")
+    tr.add_argument("--format", choices=_FORMATS, default="auto", help=_FORMAT_HELP)
+    tr.add_argument("--out", required=True, type=Path, help="model folder to write")
+    tr.add_argument("--force", action="store_true", help="write into a non-empty --out")
+    tr.add_argument(
+        "--loss",
+        choices=("full", "sampled"),
+        default="full",
+        help="softmax over the whole catalog, or over sampled negatives",
+    )
+    tr.add_argument("--num-sampled", type=int, default=1000, help="negatives for --loss sampled")
+    _add_model_options(tr)
     tr.set_defaults(func=_cmd_train)
 
-    cv = sub.add_parser("convert", help="export a trained model to an on-device bundle")
-    cv.add_argument("model_dir", type=Path, help="directory written by `pocketrec train`")
-    cv.add_argument("--out", required=True, type=Path, help="bundle directory to write")
-    cv.add_argument("--model-dtype", choices=("float32", "float16", "int8"), default="float32")
-    cv.add_argument("--catalog-dtype", choices=("float32", "int8"), default="float32")
-    cv.add_argument("--model-version", type=int, default=None, help="default: Unix time")
+    cv = _command(sub, "convert", "export a trained model to an on-device bundle (extra: convert)")
+    cv.add_argument("model_dir", type=Path, help="model folder written by pocketrec train")
+    cv.add_argument("--out", required=True, type=Path, help="bundle folder to write")
+    cv.add_argument(
+        "--model-dtype",
+        choices=MODEL_DTYPES,
+        default="float32",
+        help="weights of the step model (step.tflite): float32; float16 (stored in half "
+        "precision, about half the file, computed in float32); int8 (dynamic-range quantized, "
+        "about a quarter of the file; user vectors differ slightly, the parity gate says by how "
+        "much)",
+    )
+    cv.add_argument(
+        "--catalog-dtype",
+        choices=CATALOG_DTYPES,
+        default="float32",
+        help="the catalog vectors: float32, or int8 codes with one float32 scale per item "
+        "(about a quarter of the size; ranked by the int8 kernels)",
+    )
+    cv.add_argument(
+        "--model-version", type=int, default=None, help="version number (default: Unix time)"
+    )
     cv.add_argument("--force", action="store_true", help="replace an existing bundle")
     cv.set_defaults(func=_cmd_convert)
 
-    ins = sub.add_parser("inspect", help="verify a bundle and print its manifest")
-    ins.add_argument("bundle_dir", type=Path)
+    ins = _command(sub, "inspect", "verify a bundle and print its manifest")
+    ins.add_argument("bundle_dir", type=Path, help="bundle folder")
     ins.add_argument("--json", action="store_true", help="print the manifest as JSON")
     ins.set_defaults(func=_cmd_inspect)
 
-    ev = sub.add_parser(
-        "evaluate", help="replay held-out users event by event through the on-device Recommender"
+    ev = _command(
+        sub, "evaluate", "replay held-out users event by event through the on-device Recommender"
     )
-    ev.add_argument("bundle_dir", type=Path)
+    ev.add_argument("bundle_dir", type=Path, help="bundle folder")
     ev.add_argument("--data", required=True, type=Path, help="dataset file or folder")
-    ev.add_argument(
-        "--format", default="auto", help="auto, recbole, sequences, pairs, csv or parquet"
-    )
+    ev.add_argument("--format", choices=_FORMATS, default="auto", help=_FORMAT_HELP)
     ev.add_argument("--k", type=int, default=10, help="cut-off reported besides 5, 10 and 20")
     ev.add_argument(
         "--demotion",
         type=float,
         default=0.0,
-        help="negative-feedback demotion λ (default 0: the converter's offline protocol; the "
+        help="negative-feedback demotion lambda (0: the converter's offline protocol; the "
         f"device default is {DEFAULT_DEMOTION:g})",
     )
-    ev.add_argument("--backend", default="auto", help="auto, c, numba or numpy (default auto)")
+    ev.add_argument(
+        "--backend", choices=("auto", *registry.NAMES), default="auto", help="top-k backend"
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_cmd_evaluate)
     _add_server_commands(sub)
@@ -421,14 +566,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """The sync server's commands (their imports happen only when they run)."""
-    srv = sub.add_parser("serve", help="run the reference sync server (extra `server`)")
+    srv = _command(sub, "serve", "run the reference sync server (extra: server)")
     _add_db(srv)
-    srv.add_argument("--bundles", required=True, type=Path, help="published bundles directory")
+    srv.add_argument(
+        "--bundles",
+        required=True,
+        type=Path,
+        help="published bundles folder (publish's --server-dir)",
+    )
     srv.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    srv.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    srv.add_argument("--port", type=int, default=8080, help="port to listen on")
     srv.add_argument(
         "--workers", type=int, default=1,
-        help="worker processes on one socket (default 1; more than 1 needs a postgresql:// --db)",
+        help="worker processes on one socket (more than 1 needs a postgresql:// --db)",
     )  # fmt: skip
     for flag, kind, default, text in (
         ("header-timeout", float, 10.0, "seconds for a request's headers to arrive"),
@@ -438,84 +588,92 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         ("graceful-timeout", float, 20.0, "seconds a shutdown waits for requests in flight"),
         ("auth-cache-seconds", float, 5.0, "seconds a checked token is trusted (0: never)"),
     ):
-        srv.add_argument(f"--{flag}", type=kind, default=default, help=f"{text} ({default})")
+        srv.add_argument(f"--{flag}", type=kind, default=default, help=text)
     srv.add_argument(
         "--rate-limit",
         metavar="RATE/BURST",
         default=None,
-        help="per-device limit: RATE requests/s, bursts of BURST (e.g. 5/20); 429 beyond; off "
-        "by default",
+        help="per-device limit: RATE requests/s, bursts of BURST (e.g. 5/20); 429 beyond "
+        "(default: no limit)",
     )
-    srv.add_argument("--ssl-certfile", default=None, help="serve HTTPS: PEM certificate chain")
-    srv.add_argument("--ssl-keyfile", default=None, help="serve HTTPS: PEM private key")
+    srv.add_argument(
+        "--ssl-certfile", default=None, help="serve HTTPS: PEM certificate chain (default: HTTP)"
+    )
+    srv.add_argument(
+        "--ssl-keyfile", default=None, help="serve HTTPS: PEM private key (default: HTTP)"
+    )
     srv.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="one JSON line per request on stdout (default on)",
+        help="one JSON line per request on stdout",
     )
     srv.add_argument(
         "--admin-token-file",
         default=None,
-        help="the operator's token (`admin-token`) for the admin routes (data requests)",
+        help="the operator's token (from pocketrec admin-token) for the admin routes (default: "
+        "none, the admin routes answer 401)",
     )
     srv.add_argument(
         "--retention-days",
         type=float,
         default=None,
-        help="drop events received more than this many days ago, at start and then daily",
+        help="drop events received more than this many days ago, at start and then daily "
+        "(default: keep them)",
     )
     srv.set_defaults(func=_cmd_serve)
 
-    adm = sub.add_parser("admin-token", help="write a new token for the server's admin routes")
+    adm = _command(sub, "admin-token", "write a new token for the server's admin routes")
     adm.add_argument("--out", required=True, type=Path, help="file to create (mode 0600)")
     adm.set_defaults(func=_cmd_admin_token)
 
-    data = sub.add_parser("data", help="data requests: export or erase a device's events")
+    data = _command(sub, "data", "data requests: export or erase a device's events")
     requests = data.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("export", "write the device's (or one user's) events as JSON lines"),
         ("erase", "delete the device's (or one user's) events in one transaction"),
     ):
-        req = requests.add_parser(action, help=text)
+        req = _command(requests, action, text)
         _add_db(req)
         req.add_argument("--device", required=True, help="device id")
-        req.add_argument("--user", default=None, help="only this user of the device")
+        req.add_argument(
+            "--user", default=None, help="only this user of the device (default: every user)"
+        )
         if action == "export":
             req.add_argument("--out", required=True, type=Path, help="JSON lines file to write")
     data.set_defaults(func=_cmd_data)
 
-    ret = sub.add_parser("retention", help="drop events older than a number of days")
+    ret = _command(sub, "retention", "drop the server's events older than a number of days")
     _add_db(ret)
     ret.add_argument("--days", required=True, type=float, help="keep this many days")
     ret.set_defaults(func=_cmd_retention)
 
-    dev = sub.add_parser("device", help="add, revoke or list the sync server's devices")
+    dev = _command(sub, "device", "add, revoke or list the sync server's devices")
     actions = dev.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (
         ("add", "register a device (or re-issue its token) and print the new token"),
         ("revoke", "revoke the device's token (its requests get 401)"),
         ("list", "print every device: id, active or revoked, when it was added"),
     ):
-        act = actions.add_parser(action, help=text)
+        act = _command(actions, action, text)
         _add_db(act)
         if action != "list":
-            act.add_argument("device_id")
+            act.add_argument("device_id", help="the device's id")
     dev.set_defaults(func=_cmd_device)
 
-    key = sub.add_parser("keygen", help="write an Ed25519 key pair for signing bundles")
+    key = _command(sub, "keygen", "write an Ed25519 key pair for signing bundles")
     key.add_argument("--out", required=True, type=Path, help="private key file (KEY.pub too)")
     key.set_defaults(func=_cmd_keygen)
 
-    pub = sub.add_parser("publish", help="sign a bundle and make it the latest on the server")
-    pub.add_argument("bundle_dir", type=Path)
+    pub = _command(sub, "publish", "sign a bundle and make it the latest on the server")
+    pub.add_argument("bundle_dir", type=Path, help="bundle folder (from pocketrec convert)")
     pub.add_argument("--server-dir", required=True, type=Path, help="the server's --bundles")
-    pub.add_argument("--key", required=True, type=Path, help="private key from `keygen`")
+    pub.add_argument("--key", required=True, type=Path, help="private key from pocketrec keygen")
     _add_db(pub)
     pub.set_defaults(func=_cmd_publish)
 
-    exp = sub.add_parser(
-        "export-feedback", help="write the collected events as training data (CSV or Parquet)"
+    exp = _command(
+        sub, "export-feedback", "write the collected events as training data (CSV or Parquet)"
     )
     _add_db(exp)
     exp.add_argument(
@@ -525,7 +683,7 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "--format",
         choices=("csv", "parquet"),
         default="csv",
-        help="csv (default; one file) or parquet (a folder of day=YYYY-MM-DD partitions)",
+        help="csv (one file) or parquet (a folder of day=YYYY-MM-DD partitions)",
     )
     exp.set_defaults(func=_cmd_export_feedback)
 
@@ -534,16 +692,27 @@ def _add_db(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--db",
         default="server.db",
-        help="server database: a SQLite file (default server.db) or a postgresql://… URI "
-        "(extra `postgres`)",
+        help="server database: a SQLite file or a postgresql://... URI (extra: postgres)",
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the process exit code."""
+    """Run the command line; returns the process exit code (2 with a one-line message on
+    stderr for an error the user can fix: bad arguments, files, a missing extra)."""
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE_ENV] = "1"  # the runtime and child processes see it too
+    quiet_tensorflow()
+    extra, modules = _NEEDS.get(args.command, ("", ()))
     try:
-        return int(args.func(args))
+        require(modules, extra, f"pocketrec {args.command}")
+        try:
+            return int(args.func(args))
+        except ModuleNotFoundError as exc:
+            if not extra or exc.name is None:
+                raise
+            package = exc.name.split(".")[0]
+            raise missing_dependency(package, extra, f"pocketrec {args.command}") from exc
     except (ValueError, FileNotFoundError, FileExistsError, PocketrecError) as exc:
         print(f"pocketrec {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -5,6 +5,11 @@ requires it). Which one is used is reported by :func:`interpreter_name`.
 :data:`INTERPRETER_ERRORS` are the exceptions these interpreters raise for a model they cannot
 load, allocate or run; ``default_delegates=False`` gives an interpreter on the built-in kernels
 alone (no XNNPACK delegate), which ``runtime/step.py`` runs an unproven model on first.
+
+LiteRT's native notice on the first XNNPACK interpreter of a process ("INFO: Created TensorFlow
+Lite XNNPACK delegate for CPU.") is kept off stderr unless ``POCKETREC_VERBOSE=1``
+(``pocketrec.core.third_party_logs``), and so are TensorFlow's INFO lines when the fallback
+``tensorflow.lite`` is imported.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from functools import cache
 from typing import Any
 
 from pocketrec.core.errors import PocketrecError
+from pocketrec.core.third_party_logs import quiet_tensorflow, without_xnnpack_notice
 
 _CANDIDATES = (
     ("ai_edge_litert", "ai_edge_litert.interpreter"),
@@ -38,6 +44,8 @@ class InterpreterUnavailableError(PocketrecError, ImportError):
 def _interpreter_module() -> tuple[str, Any]:
     errors = []
     for name, module in _CANDIDATES:
+        if name == "tensorflow.lite":
+            quiet_tensorflow()
         try:
             return name, importlib.import_module(module)
         except ImportError as exc:  # numpy-ABI failures of tflite_runtime also land here
@@ -57,10 +65,15 @@ def make_interpreter(
     model_content: bytes, *, num_threads: int = 1, default_delegates: bool = True
 ) -> Any:
     """A new interpreter for a ``.tflite`` model given as bytes; ``default_delegates=False``:
-    the built-in kernels only (no XNNPACK delegate). Raises :data:`INTERPRETER_ERRORS`."""
+    the built-in kernels only (no XNNPACK delegate, tensors not allocated). With the default
+    delegates its tensors are allocated (where the delegate is applied and LiteRT prints its
+    notice, filtered out here). Raises :data:`INTERPRETER_ERRORS`."""
     _name, module = _interpreter_module()
     if default_delegates:
-        return module.Interpreter(model_content=model_content, num_threads=num_threads)
+        with without_xnnpack_notice():
+            interpreter = module.Interpreter(model_content=model_content, num_threads=num_threads)
+            interpreter.allocate_tensors()
+        return interpreter
     # beside Interpreter in tflite_runtime and ai_edge_litert, in tensorflow.lite's experimental
     resolvers = getattr(module, "OpResolverType", None) or module.experimental.OpResolverType
     return module.Interpreter(

@@ -18,6 +18,7 @@ workers sharing the file's write lock at about the events/s of 1 (medians 12.1k 
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import logging
 import os
@@ -199,6 +200,13 @@ def serve(
             "writer at a time, so extra workers would only wait on its lock; run one worker, "
             "or use PostgreSQL"
         )
+    if not Path(bundles_dir).is_dir():
+        what = "is a file" if Path(bundles_dir).exists() else "no such folder"
+        raise FileNotFoundError(
+            f"--bundles {bundles_dir}: {what}; create the folder, or publish a bundle into it "
+            "first (pocketrec publish BUNDLE_DIR --server-dir FOLDER)"
+        )
+    _check_can_listen(host, port)
     _run(str(db), str(bundles_dir), host=host, port=port, workers=workers,
          options=options or ServerOptions())  # fmt: skip
 
@@ -259,6 +267,30 @@ def _signals_end_quietly() -> Iterator[None]:
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)
+
+
+def _check_can_listen(host: str, port: int) -> None:
+    """Bind ``host:port`` once and let go (``SO_REUSEADDR``, as uvicorn binds), so that a port
+    already in use is said before the server starts, with the flag to change;
+    ``ValueError`` otherwise. Another process may still take the port in between: uvicorn's own
+    error then."""
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} on {host} is already in use (another server?): stop it, or choose "
+                "another port with --port"
+            ) from None
+        reason = exc.strerror or str(exc)
+        raise ValueError(
+            f"cannot listen on {host} port {port}: {reason} (see --host, --port)"
+        ) from None
 
 
 def _warn_about_file_limit(max_connections: int) -> None:

@@ -1,8 +1,9 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures, and the ``slow`` split of the suite (the fast loop)."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,73 @@ from typing import Any
 import pytest
 
 from pocketrec.storage import Store
+
+# --------------------------------------------------------------------------- the fast loop
+
+SLOW_MODULES = frozenset(
+    {
+        # train or convert with TensorFlow, which they import at module level
+        "test_converter.py",
+        "test_lru.py",
+        "test_sasrec.py",
+        "test_training_batches.py",
+        "test_weight_average.py",
+        "test_demo.py",  # the whole loop: trains twice, serves, syncs devices
+        # crash and power-loss soaks, the benchmark harness, property-based fuzzing
+        "test_storage_crash.py",
+        "test_storage_powerloss.py",
+        "test_storage_fuzz.py",
+        "test_bench_server.py",
+        "test_server_openapi.py",
+        "test_sync_end_to_end.py",
+    }
+)
+"""Test modules that are slow as a whole: they train with TensorFlow (and import it at module
+level), run the demo or a benchmark, or soak. Their tests are marked ``slow`` here, and when
+``-m`` deselects ``slow`` (``python -m pytest -m "not slow"``, the fast loop) they are not even
+imported, so the fast loop never loads TensorFlow. A slow test in another module carries
+``@pytest.mark.slow`` itself. CI runs everything."""
+
+
+def _deselects_slow(config: pytest.Config) -> bool:
+    """Whether ``-m`` drops every test marked ``slow`` (as ``-m "not slow"`` or ``-m "not slow
+    and not x"`` do): false for an expression it cannot read, so nothing is ever left out that
+    ``-m`` would have kept."""
+    text = config.option.markexpr
+    if not text:
+        return False
+    try:
+        from _pytest.mark.expression import Expression
+
+        expression = Expression.compile(text)
+        only_slow = expression.evaluate(lambda name, **_: name == "slow")
+        every_mark = expression.evaluate(lambda name, **_: True)
+    except Exception:  # pytest's expression API is internal: when it changes, collect all
+        return False
+    return not only_slow and not every_mark
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    if collection_path.name in SLOW_MODULES and _deselects_slow(config):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """The fast loop must not import TensorFlow while collecting (it costs seconds)."""
+    loaded = sorted(m for m in ("tensorflow", "keras") if m in sys.modules)
+    if loaded and _deselects_slow(session.config):
+        raise pytest.UsageError(
+            f"collecting the fast loop imported {loaded}: import it inside the tests, or add the "
+            "module to SLOW_MODULES in tests/conftest.py"
+        )
 
 
 @pytest.fixture(scope="session")

@@ -65,6 +65,7 @@ class ServerProcess:
         root.mkdir(parents=True, exist_ok=True)
         self.db = root / "server.sqlite"
         self.bundles = root / "published"
+        self.bundles.mkdir(exist_ok=True)  # serve refuses a --bundles folder that does not exist
         self.port = free_port()
         self.flags = list(flags)
         self.command = command

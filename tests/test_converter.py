@@ -4,6 +4,7 @@ corruption detection, and the train/convert/inspect command line."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -244,6 +245,32 @@ def test_cli_reports_bad_input_without_a_traceback(
     assert "no manifest" in capsys.readouterr().err
     assert main(["convert", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
     assert "not a trained-model directory" in capsys.readouterr().err
+
+
+ABSL_LINE = re.compile(r"^[IWE]\d{4} |absl::InitializeLog|XNNPACK", re.M)
+"""A TensorFlow C++ log line (absl's format), absl's banner or LiteRT's notice."""
+
+
+def test_cli_train_and_convert_keep_third_party_logs_off_stderr(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Child processes, where TensorFlow loads: only pocketrec's own lines on stderr (train's
+    progress); ``--verbose`` shows TensorFlow's and LiteRT's, so the test can see them."""
+    data = tmp_path / "events.csv"
+    write_csv(synthetic.generate(num_users=200, num_items=40, seed=6), data)
+    cli = [sys.executable, "-m", "pocketrec"]
+    train = [*cli, "train", "--data", str(data), "--out", str(tmp_path / "m"), "--max-epochs", "1",
+             "--embedding-dim", "8", "--user-dim", "8", "--hidden-dim", "8"]  # fmt: skip
+    done = subprocess.run(train, capture_output=True, text=True, check=True)
+    assert done.stderr.startswith("epoch  1 ")
+    assert not ABSL_LINE.search(done.stderr), done.stderr
+    convert = [*cli, "convert", str(trained), "--out", str(tmp_path / "b")]
+    done = subprocess.run(convert, capture_output=True, text=True, check=True)
+    assert done.stderr == ""
+    done = subprocess.run([*convert, "--force", "--verbose"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." in done.stderr
+    assert re.search(r"^[IW]\d{4} ", done.stderr, re.M), done.stderr
 
 
 def test_runtime_import_does_not_pull_tensorflow() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,19 +22,17 @@ EXPECTED = {
 }
 
 
-Loaded = tuple[Interactions, LoadReport, float]
+Loaded = tuple[Interactions, LoadReport]
 
 
 @pytest.fixture(scope="module")
 def dataset(shared_data: Path) -> Callable[[str], Loaded]:
-    """``dataset(name)``: that folder loaded once (auto-detected), with the load time in s."""
+    """``dataset(name)``: that folder loaded once (auto-detected)."""
     cache: dict[str, Loaded] = {}
 
     def get(name: str) -> Loaded:
         if name not in cache:
-            start = time.perf_counter()
-            data, report = load(shared_data / name)
-            cache[name] = (data, report, time.perf_counter() - start)
+            cache[name] = load(shared_data / name)
         return cache[name]
 
     return get
@@ -47,17 +44,11 @@ AMAZON = pytest.mark.parametrize("name", ["amazon-beauty", "amazon-video"])
 
 @ALL
 def test_counts_match_the_readme(dataset: Callable[[str], Loaded], name: str) -> None:
-    data, report, _ = dataset(name)
+    data, report = dataset(name)
     fmt, users, items, interactions = EXPECTED[name]
     assert report.format == fmt
     assert (data.num_users, data.num_items, data.num_interactions) == (users, items, interactions)
     assert report.clean, report.summary()
-
-
-@ALL
-def test_loads_fast(dataset: Callable[[str], Loaded], name: str) -> None:
-    seconds = dataset(name)[2]
-    assert seconds < 2.0, f"{name} took {seconds:.2f} s"
 
 
 @ALL

@@ -392,6 +392,7 @@ def peak_rss_mib(db: Path, out: Path, fmt: str) -> float:
     return int(done.stdout.split("peak-kib")[1].split()[0]) / 1024
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="reads VmHWM from /proc")
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_export_memory_does_not_grow_with_the_number_of_events(

@@ -29,6 +29,7 @@ def test_replay_equals_the_converters_offline_metrics(runtime_bundles: Any, name
     assert result.metrics == pytest.approx(offline, abs=1e-9)
 
 
+@pytest.mark.slow
 def test_replay_skips_users_whose_target_the_catalog_lacks(runtime_bundles: Any) -> None:
     data, _ = load(runtime_bundles.data)
     result = replay_evaluate(Recommender.open(runtime_bundles.v2), data)
@@ -50,6 +51,7 @@ def test_cli_evaluate_prints_one_json_object(
     assert out == pytest.approx(manifest.metrics["test"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_cli_evaluate_reports_the_match_and_extra_cut_offs(
     runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -63,3 +65,33 @@ def test_cli_evaluate_reports_the_match_and_extra_cut_offs(
     assert "demotion 1" in capsys.readouterr().out
     assert main([*args, "--k", "0"]) == 2
     assert "--k must be >= 1" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_evaluate_warns_how_many_users_and_events_a_partial_match_skipped(
+    runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The v2 catalog lacks items i00120 and up: the users whose held-out item is one of them
+    are skipped, and history events on them are counted, both said on stderr."""
+    data, _ = load(runtime_bundles.data)
+    expected = replay_evaluate(Recommender.open(runtime_bundles.v2), data)
+    assert main(["evaluate", str(runtime_bundles.v2), "--data", str(runtime_bundles.data)]) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {expected.skipped_users:,} of 1,200 held-out users skipped" in err
+    assert "their held-out item is not in the bundle's catalog" in err
+    assert f"metrics are over the other {expected.users:,}" in err
+    assert f"{expected.unknown_events:,} of {expected.events:,} history events" in err
+
+
+def test_cli_evaluate_and_inspect_refuse_a_file_for_a_bundle_folder(
+    runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifest = runtime_bundles.f32 / fmt.MANIFEST
+    for args in (
+        ["inspect", str(manifest)],
+        ["evaluate", str(manifest), "--data", str(runtime_bundles.data)],
+    ):
+        assert main(args) == 2
+        err = capsys.readouterr().err
+        assert f"error: {manifest}: is a file; a bundle is a folder" in err
+        assert "Traceback" not in err

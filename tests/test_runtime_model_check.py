@@ -44,6 +44,7 @@ def test_the_converters_models_pass_with_the_shapes_the_interpreter_reads(model:
             assert declared[d["index"]] == tuple(np.asarray(d["shape"]).tolist())
 
 
+@pytest.mark.slow
 def test_corrupted_models_raise_only_model_check_error(model: bytes) -> None:
     outcomes = [_checked(corrupt_model(model, seed).content) for seed in range(400)]
     assert outcomes.count("refused") > 100  # most corruptions are caught here already

@@ -322,6 +322,7 @@ def power_loss_rounds(
     return acknowledged, lost, partial
 
 
+@pytest.mark.slow
 def test_power_loss_never_loses_an_acknowledged_batch_nor_leaves_half_of_one(
     tmp_path: Path, shim: Path
 ) -> None:
@@ -330,6 +331,7 @@ def test_power_loss_never_loses_an_acknowledged_batch_nor_leaves_half_of_one(
     assert (lost, partial) == (0, 0)
 
 
+@pytest.mark.slow
 def test_the_power_loss_harness_sees_losses_without_the_fsync(tmp_path: Path, shim: Path) -> None:
     _acknowledged, lost, partial = power_loss_rounds(shim, tmp_path, 8, off=True, seed=1)
     assert lost > 0  # synchronous=OFF acknowledges before anything is durable

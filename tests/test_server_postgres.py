@@ -244,6 +244,7 @@ def test_the_cli_serves_and_manages_a_postgres_database(
     listed = [line.split("\t")[:2] for line in capsys.readouterr().out.splitlines()]
     assert listed == [["phone", "active"], ["tablet", "revoked"]]
     port = free_port()
+    (tmp_path / "published").mkdir()
     server = subprocess.Popen(
         [sys.executable, "-m", "pocketrec", "serve", "--db", dsn, "--bundles",
          str(tmp_path / "published"), "--port", str(port)],

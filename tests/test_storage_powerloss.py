@@ -189,7 +189,8 @@ def test_the_sigkill_soak_misses_synchronous_off_and_the_power_loss_harness_does
 ) -> None:
     (tmp_path / "soak").mkdir()
     killed = soak.soak(str(tmp_path / "soak"), rounds=30 * SCALE, pragmas=[OFF], seed=3)
-    assert killed.acknowledged > 0  # nothing acknowledged was lost (how much: the machine's load)
+    # nothing acknowledged was lost (how much: the machine's load; >= 1 per round killed after one)
+    assert killed.acknowledged >= killed.rounds_after_ack > 0
 
     report = powerloss.powerloss(
         str(tmp_path / "powerloss"), shim=shim, points=30 * SCALE, pragmas=[OFF], seed=3

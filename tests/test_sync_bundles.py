@@ -181,6 +181,7 @@ def _assert_complete_active_bundle(store_path: Path) -> int:
         return active.model_version
 
 
+@pytest.mark.slow
 def test_a_crash_during_download_or_swap_leaves_a_complete_old_or_new_bundle(
     tmp_path: Path, sync_server: SyncHarness
 ) -> None:

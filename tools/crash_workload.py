@@ -160,11 +160,12 @@ def start_child(body: Callable[[int], None]) -> tuple[int, int]:
     return pid, read_end
 
 
-def finish_child(pid: int, read_end: int) -> tuple[list[Ack], int]:
-    """Read what the child of :func:`start_child` writes until it ends; its complete lines
-    (:func:`read_lines`) and its exit status (negative: killed by that signal)."""
+def finish_child(pid: int, read_end: int, already: bytes = b"") -> tuple[list[Ack], int]:
+    """Read what the child of :func:`start_child` writes until it ends (after ``already``, what
+    was read from the pipe before); its complete lines (:func:`read_lines`) and its exit status
+    (negative: killed by that signal)."""
     with os.fdopen(read_end, "rb") as pipe:
-        output = pipe.read()
+        output = already + pipe.read()
     _, status = os.waitpid(pid, 0)
     return read_lines(output), os.waitstatus_to_exitcode(status)
 

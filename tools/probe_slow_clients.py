@@ -26,6 +26,7 @@ from pathlib import Path
 
 
 def start_server(folder: Path, port: int, extra: list[str]) -> subprocess.Popen[bytes]:
+    (folder / "bundles").mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "pocketrec", "serve", "--db", str(folder / "server.sqlite"),
         "--bundles", str(folder / "bundles"), "--port", str(port), *extra,

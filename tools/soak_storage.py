@@ -41,26 +41,48 @@ class SoakFailure(AssertionError):
 
 
 def run_child_and_kill(
-    path: str, durability: Durability, seed: int, delay: float, pragmas: Sequence[str] = ()
+    path: str,
+    durability: Durability,
+    seed: int,
+    delay: float,
+    pragmas: Sequence[str] = (),
+    *,
+    after_ack: bool = False,
 ) -> list[workload.Ack]:
-    """Fork a writer, SIGKILL it after ``delay`` seconds; returns its acknowledged lines."""
+    """Fork a writer, SIGKILL it after ``delay`` seconds (counted from its first acknowledged
+    call when ``after_ack``: that round then has one, however slow the machine); returns its
+    acknowledged lines. The writer always makes its first call, then stops by itself after
+    ``CHILD_LIFETIME`` seconds if it was not killed."""
 
     def write(out: int) -> None:
         deadline = time.monotonic() + CHILD_LIFETIME
+        calls = 0
+
+        def keep_going() -> bool:
+            nonlocal calls
+            calls += 1
+            return calls == 1 or time.monotonic() < deadline
+
         with workload.forced_pragmas(pragmas):
-            workload.write_events(
-                path,
-                durability,
-                workload.pipe_writer(out),
-                seed,
-                lambda: time.monotonic() < deadline,
-            )
+            workload.write_events(path, durability, workload.pipe_writer(out), seed, keep_going)
 
     pid, read_end = workload.start_child(write)
+    early = _read_first_line(read_end) if after_ack else b""
     time.sleep(delay)
     os.kill(pid, signal.SIGKILL)
-    acks, _ = workload.finish_child(pid, read_end)
+    acks, _ = workload.finish_child(pid, read_end, early)
     return acks
+
+
+def _read_first_line(fd: int) -> bytes:
+    """Read from the pipe ``fd`` until a whole line arrived or the writer closed it."""
+    data = b""
+    while b"\n" not in data:
+        chunk = os.read(fd, 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def record(acked: workload.Acked, acks: Sequence[workload.Ack], seed: int) -> None:
@@ -81,9 +103,13 @@ def verify(path: str, durability: Durability, acked: workload.Acked, seed: int) 
 
 @dataclass
 class SoakReport:
+    """``acknowledged``: calls acknowledged over all rounds (each checked present after its
+    kill); at least one in each of the ``rounds_after_ack`` rounds killed after an ack."""
+
     rounds: int
     files: int
     acknowledged: int
+    rounds_after_ack: int
     events_in_last_file: int
     seconds: float
 
@@ -97,14 +123,18 @@ def soak(
     max_delay: float = 0.05,
     rounds_per_file: int = 25,
     pragmas: Sequence[str] = (),
+    ack_every: int = 10,
 ) -> SoakReport:
     """Run ``rounds`` kill-and-check rounds in ``folder``; raises :class:`SoakFailure`.
-    ``pragmas`` are forced on the children's connections (``crash_workload.forced_pragmas``)."""
+    ``pragmas`` are forced on the children's connections (``crash_workload.forced_pragmas``).
+    Every ``ack_every``-th round kills its writer only after its first acknowledged call (the
+    others at a random moment, maybe before the store is open), so the check always has
+    acknowledged writes to find, however loaded the machine."""
     rng = random.Random(seed)
     start = time.perf_counter()
     acked = workload.Acked()
     path = ""
-    files = acknowledged = events = 0
+    files = acknowledged = events = gated = 0
     for round_ in range(rounds):
         if round_ % rounds_per_file == 0:
             files += 1
@@ -112,11 +142,15 @@ def soak(
             acked = workload.Acked()
         child_seed = rng.randrange(2**31)
         delay = rng.uniform(0.0, max_delay) if rng.random() < 0.9 else rng.uniform(0, 0.004)
-        acks = run_child_and_kill(path, durability, child_seed, delay, pragmas)
+        after_ack = round_ % ack_every == ack_every - 1
+        acks = run_child_and_kill(path, durability, child_seed, delay, pragmas, after_ack=after_ack)
+        if after_ack and not acks:
+            raise SoakFailure(f"seed {child_seed}: the writer died before its first call returned")
         record(acked, acks, child_seed)
         acknowledged += len(acks)
+        gated += after_ack
         events = verify(path, durability, acked, child_seed)
-    return SoakReport(rounds, files, acknowledged, events, time.perf_counter() - start)
+    return SoakReport(rounds, files, acknowledged, gated, events, time.perf_counter() - start)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,95 @@
+"""The interest model's hyper-parameters (:class:`ModelConfig`): plain data, no TensorFlow, so
+``pocketrec train --help`` can show the defaults without importing Keras."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+CELLS = ("gru", "lru")
+BATCHING = ("events", "users")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyper-parameters; the defaults are what every dataset gets (chosen on validation only).
+
+    ``hidden_dim`` is the GRU state size, or the complex state size ``N`` of each LRU block;
+    ``num_layers`` counts LRU blocks (0: the cell's default, 2 LRU blocks or the GRU's one layer);
+    ``r_min`` is the smallest initial ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to
+    AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every epoch without a
+    validation gain; ``init_std > 0`` draws the embeddings and the LRU's weight matrices from a
+    normal truncated at ±2 std (0: Keras' uniform embeddings and Glorot matrices); ``ema > 0``
+    evaluates and keeps an exponential moving average of the weights with that momentum;
+    ``batching`` is ``"events"`` (batches of about ``batch_size`` * the mean window length
+    training events) or ``"users"`` (``batch_size`` sequences per batch).
+    """
+
+    num_items: int
+    embedding_dim: int = 64
+    hidden_dim: int = 128
+    user_dim: int = 64
+    dropout: float = 0.5
+    max_len: int = 50
+    batch_size: int = 256
+    learning_rate: float = 1e-3
+    max_epochs: int = 100
+    patience: int = 10
+    seed: int = 0
+    tied: bool = True
+    cell: str = "lru"
+    num_layers: int = 0
+    r_min: float = 0.0
+    weight_decay: float = 0.0
+    plateau_decay: float = 1.0
+    ema: float = 0.998
+    init_std: float = 0.02
+    batching: str = "events"
+
+    def __post_init__(self) -> None:
+        if self.cell not in CELLS:
+            raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
+        if self.init_std < 0:
+            raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")
+        if self.batching not in BATCHING:
+            raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.num_layers == 0:
+            object.__setattr__(self, "num_layers", 2 if self.cell == "lru" else 1)
+        if self.cell == "gru" and self.num_layers != 1:
+            raise ValueError(f"the GRU model has one layer, got num_layers={self.num_layers}")
+        needs_equal = self.tied or self.cell == "lru"
+        if needs_equal and self.user_dim != self.embedding_dim:
+            raise ValueError(
+                f"tied embeddings and the LRU model need user_dim == embedding_dim, got "
+                f"{self.user_dim} and {self.embedding_dim}"
+            )
+
+    @property
+    def state_dim(self) -> int:
+        """Floats of recurrent state per user: ``hidden_dim`` (GRU) or ``2 * hidden_dim`` per
+        LRU layer (real and imaginary parts)."""
+        return self.hidden_dim if self.cell == "gru" else 2 * self.hidden_dim * self.num_layers
+
+    @property
+    def catalog_dim(self) -> int:
+        """Dimension of user and catalog vectors: ``user_dim + 1`` (the folded item bias)."""
+        return self.user_dim + 1
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelConfig:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        raw = json.loads(text)
+        raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
+        # Written before these were choices: what training did then.
+        for name, then in (("init_std", 0.0), ("ema", 0.0), ("batching", "users")):
+            raw.setdefault(name, then)
+        unknown = set(raw) - fields
+        if unknown:
+            raise ValueError(f"unknown model config fields: {sorted(unknown)}")
+        return cls(**raw)
