@@ -586,7 +586,13 @@ def _add_server_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         ("keep-alive-timeout", int, 5, "seconds an idle connection is kept between requests"),
         ("max-connections", int, 1000, "open connections per worker; more get 503"),
         ("graceful-timeout", float, 20.0, "seconds a shutdown waits for requests in flight"),
-        ("auth-cache-seconds", float, 5.0, "seconds a checked token is trusted (0: never)"),
+        (
+            "auth-cache-seconds",
+            float,
+            5.0,
+            "seconds a worker trusts a device token it checked: a revocation takes effect within "
+            "this (0: every request asks the database)",
+        ),
     ):
         srv.add_argument(f"--{flag}", type=kind, default=default, help=text)
     srv.add_argument(
