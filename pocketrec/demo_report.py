@@ -40,9 +40,10 @@ EVENT_COUNTS = {
     "logged": "events the devices logged (`observe`), the dismissal of step 5 included",
     "dropped_by_outbox_cap": "oldest events one device's deliberately small outbox dropped "
     "before they could be uploaded",
-    "uploaded": "events the devices uploaded and the server acknowledged",
+    "uploaded": "events the server acknowledged (each counted once on its device)",
     "stored_on_server": "events the server stores (each `event_id` once)",
-    "resent_and_deduplicated": "events uploaded twice (one reply lost on purpose) and stored once",
+    "resent_and_deduplicated": "of those, events sent again because a reply was lost on "
+    "purpose: the server already had them and stored them once",
     "exported_for_version_2": "events exported to train version 2 (step 4)",
     "logged_after_export": "events logged after that export (step 5), uploaded by the last sync",
     "still_pending": "events never uploaded",
@@ -230,8 +231,8 @@ def _events_section(report: dict[str, Any]) -> list[str]:
         "Every event a device logged is either dropped by the capped outbox or uploaded and "
         f"stored once: {e['logged']:,} logged - {e['dropped_by_outbox_cap']:,} dropped = "
         f"{e['stored_on_server']:,} stored. Of those, {e['exported_for_version_2']:,} were "
-        f"exported to train version 2 (step 4) and {e['logged_after_export']:,} logged after "
-        "the export (the dismissal of step 5) were uploaded by the last sync.",
+        f"exported to train version 2 (step 4); the other {e['logged_after_export']:,} (the "
+        "dismissal of step 5) were logged after that export and uploaded by the last sync.",
         "",
         *_table(["what", "count", "meaning"], rows),
         "",
