@@ -187,6 +187,13 @@ def _story(report: dict[str, Any]) -> list[str]:
             "uploaded, which holds them, so it can rank them.",
             "",
         ]
+        known = groups.get("known")
+        if known is not None and known["2"]["hr@10"] < known["1"]["hr@10"]:
+            lines += [
+                "On targets version 1 knew, version 2 is a little lower: it ranks the new "
+                "items too, and they compete with the older items for the same ten places.",
+                "",
+            ]
     else:
         lines += [
             "No held-out user's test target is an item version 1 never saw: the difference "
@@ -282,7 +289,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         *_dismissal_section(report),
         "## Steps",
         "",
-        *[f"- {step}" for step in report["steps"]],
+        *report["steps"],  # "1. ..." to "5. ...": a numbered list
         "",
         *[
             f"Version {v} trained {t['epochs']} epochs in {t['seconds']:.1f} s and kept epoch "

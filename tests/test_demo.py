@@ -65,7 +65,7 @@ def test_version_2_beats_version_1_on_the_items_released_after_it(
     _out, report, _printed = demo
     accuracy, groups = report["accuracy"], report["by_target"]
     assert accuracy[V1]["users"] == accuracy[V2]["users"]  # the same users, as shipped
-    # The margin holds for seeds 0-4 of the fast demo (README, "pocketrec demo").
+    # Seeds 1-3 of the fast demo beat these margins 3x over (README, "Why version 2 is better").
     assert accuracy[V2]["hr@10"] >= accuracy[V1]["hr@10"] + 0.05
     assert accuracy[V2]["ndcg@10"] >= accuracy[V1]["ndcg@10"] + 0.03
     assert report["setup"]["new_items"] > 0
@@ -83,7 +83,7 @@ def test_the_steps_list_has_all_five_steps(demo: tuple[Path, dict[str, Any], str
     out, report, _printed = demo
     assert [step.split(".")[0] for step in report["steps"]] == ["1", "2", "3", "4", "5"]
     markdown = (out / "report.md").read_text(encoding="utf-8")
-    assert all(f"- {step}" in markdown for step in report["steps"])
+    assert all(f"\n{step}\n" in markdown for step in report["steps"])
 
 
 def test_the_readme_embedding_example_runs_on_the_demos_bundle(
