@@ -361,6 +361,7 @@ def build_report(run: DemoRun, measured: dict[str, Any]) -> dict[str, Any]:
             "heldout_users": data.heldout.num_users,
             "training_users": data.train.num_users,
             "new_items": len(set(data.heldout.items.ids) - set(data.train.items.ids)),
+            "release": run.options.data is None,  # synthetic: new items after version 1
             "fast": run.options.fast,
         },
         "versions": sorted(run.versions),

@@ -178,13 +178,19 @@ def _story(report: dict[str, Any]) -> list[str]:
     ]
     new = groups.get("new")
     if new is not None:
+        setup = report["setup"]
         lines += [
-            f"Why: after version 1 shipped, {report['setup']['new_items']} new items were "
-            "released (their titles end in “(new)”) and the devices' users chose them. "
-            f"{new['users']} of the {users:.0f} held-out users ({new['users'] / users:.0%}) have "
-            "a new item as their test target. Version 1's catalog does not hold those items, so "
-            "it misses every one of them; version 2 was trained on the feedback the devices "
-            "uploaded, which holds them, so it can rank them.",
+            (
+                f"Why: after version 1 shipped, {setup['new_items']} new items were released "
+                "(their titles end in “(new)”) and the devices' users chose them. "
+                if setup["release"]
+                else f"Why: {setup['new_items']} items the devices' users chose are not in "
+                "version 1's training data. "
+            )
+            + f"{new['users']} of the {users:.0f} held-out users ({new['users'] / users:.0%}) "
+            "have such an item as their test target. Version 1's catalog does not hold those "
+            "items, so it misses every one of them; version 2 was trained on the feedback the "
+            "devices uploaded, which holds them, so it can rank them.",
             "",
         ]
         known = groups.get("known")
