@@ -12,10 +12,13 @@
   rather than by sequences, so every event weighs the same in the loss; ``"users"`` puts
   ``batch_size`` sequences in each batch, so each user weighs about the same.
 - Adam (AdamW when ``weight_decay > 0``); with ``plateau_decay < 1`` the learning rate is
-  multiplied by it after every epoch without a validation gain.
+  multiplied by it after every epoch without a validation gain (of more than ``min_delta``).
 - Early stopping on validation NDCG@10 (full ranking, history excluded), restoring the best
-  epoch's weights. With ``ema > 0`` validation (and the kept weights) use an exponential moving
-  average of the weights (``averaging.py``). Seeds are fixed by the config.
+  epoch's weights: training stops after ``patience`` epochs in a row that do not beat the score
+  of the last epoch that restarted the count by more than ``min_delta`` (0: any gain restarts
+  it), and the kept epoch is the best one even if its gain was smaller. With ``ema > 0``
+  validation (and the kept weights) use an exponential moving average of the weights
+  (``averaging.py``). Seeds are fixed by the config.
 """
 
 from __future__ import annotations
@@ -195,6 +198,7 @@ def train(
     num_sampled: int = 1000,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     show_progress: bool = True,
+    min_delta: float = 0.0,
 ) -> tuple[InterestModel, TrainingReport]:
     """Train the step model on ``split`` with early stopping on validation NDCG@10; returns the
     best epoch's model (see :func:`fit`)."""
@@ -205,6 +209,7 @@ def train(
         num_sampled=num_sampled,
         on_epoch=on_epoch,
         show_progress=show_progress,
+        min_delta=min_delta,
     )
 
 
@@ -216,9 +221,14 @@ def fit(
     num_sampled: int = 1000,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     show_progress: bool = True,
+    min_delta: float = 0.0,
 ) -> tuple[M, TrainingReport]:
     """The training loop for any :class:`Trainable` (its ``config`` gives the settings): the
-    model's weights end as the best epoch's (or their moving average with ``config.ema``)."""
+    model's weights end as the best epoch's (or their moving average with ``config.ema``).
+    ``min_delta`` (>= 0): the validation NDCG@10 gain that restarts the patience count (module
+    docstring)."""
+    if min_delta < 0:
+        raise ValueError(f"min_delta must be >= 0, got {min_delta}")
     start = time.perf_counter()
     config = model.config
     windows = training_windows(split, config.max_len)
@@ -262,6 +272,7 @@ def fit(
     rng = np.random.default_rng(config.seed)
     report = TrainingReport()
     best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
+    gained = -1.0  # the score of the last epoch that restarted the patience count
     for epoch in range(1, config.max_epochs + 1):
         batches = length_batches(
             windows.lengths, config.batch_size, rng, by_events=config.batching == "events"
@@ -293,9 +304,10 @@ def fit(
         if on_epoch is not None:
             on_epoch(row)
         if metrics["ndcg@10"] > best_score:
-            best_score, waited = metrics["ndcg@10"], 0
-            best_weights = snapshot
+            best_score, best_weights = metrics["ndcg@10"], snapshot
             report.best_epoch, report.best_valid = epoch, metrics
+        if metrics["ndcg@10"] > gained + min_delta:
+            gained, waited = metrics["ndcg@10"], 0
         else:
             waited += 1
             if config.plateau_decay < 1.0:

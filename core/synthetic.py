@@ -18,6 +18,11 @@ The generative story (every random draw comes from ``numpy.random.default_rng(se
   rejection the current topic is redrawn; other items get ``view``/``click``/``purchase``/``like``
   with fixed probabilities.
 - Timestamps (float64 Unix seconds) start in 2024 and increase by ``1 + Exp(mean_gap)``.
+- A release (``late_users > 0``): the last ``late_users`` users are active only after it, and
+  every earlier user's events precede it. At the release ``new_items`` items appear (catalog
+  indices ``num_items ..``, titles ending in :data:`NEW_SUFFIX`, popularity Zipf-like among
+  themselves) holding ``new_share`` of the whole popularity mass. So only the late users' events
+  contain the new items: a model trained on the earlier users cannot recommend them.
 
 The result follows the loader conventions (:class:`~pocketrec.core.dataset.InteractionsBuilder`):
 users ``"u00001"...``, items ``"i00000"...`` (the catalog index), indexed by first appearance,
@@ -40,10 +45,12 @@ from pocketrec.core.dataset import Interactions, InteractionsBuilder
 from pocketrec.core.events import EventType
 from pocketrec.core.loaders import write_csv
 
-__all__ = ["SERIES_LENGTH", "TOPICS", "generate", "item_name", "write_csv"]
+__all__ = ["NEW_SUFFIX", "SERIES_LENGTH", "TOPICS", "generate", "item_name", "write_csv"]
 
 SERIES_LENGTH = 4
 """Episodes per series (``#1`` .. ``#4``)."""
+NEW_SUFFIX = " (new)"
+"""Ends the title of every item released for the late users."""
 
 TOPICS: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("Jazz", ("Guitar", "Piano", "Saxophone", "Trumpet", "Bass", "Drums"), ("Tutorial", "Session")),
@@ -95,12 +102,16 @@ def generate(
     negative_prob: float = 0.6,
     zipf_exponent: float = 1.0,
     mean_gap: float = 3600.0,
+    late_users: int = 0,
+    new_items: int = 0,
+    new_share: float = 0.4,
 ) -> Interactions:
     """Generate interactions (see the module docstring); same arguments -> equal result.
 
     ``num_items``: catalog size drawn from; ``mean_events`` / ``min_events``: sequence length is
     ``min_events + Poisson(mean_events - min_events)``; probabilities in ``[0, 1]``;
-    ``mean_gap``: mean seconds between a user's events.
+    ``mean_gap``: mean seconds between a user's events; ``late_users`` (of ``num_users``),
+    ``new_items`` and ``new_share`` (in ``[0, 1)``): the release (module docstring).
     """
     if not 1 <= num_topics <= len(TOPICS):
         raise ValueError(f"num_topics must be in 1..{len(TOPICS)}, got {num_topics}")
@@ -113,23 +124,37 @@ def generate(
             raise ValueError(f"{name} must be in [0, 1], got {p}")
     if sequel_prob + noise > 1.0:
         raise ValueError("sequel_prob + noise must be <= 1")
+    if not 0 <= late_users < num_users or new_items < 0 or not 0.0 <= new_share < 1.0:
+        raise ValueError("need 0 <= late_users < num_users, new_items >= 0, 0 <= new_share < 1")
+    if new_items and not late_users:
+        raise ValueError("new items need late users (late_users > 0) to draw them")
 
     rng = np.random.default_rng(seed)
-    catalog = _Catalog.make(num_items, num_topics, zipf_exponent, rng)
+    weight = _zipf(num_items, zipf_exponent, rng)
+    catalog = _Catalog.make(weight, num_topics)
+    if new_items:
+        fresh = _zipf(new_items, zipf_exponent, rng)
+        fresh *= new_share / (1.0 - new_share) * weight.sum() / fresh.sum()
+        weight = np.concatenate([weight, fresh])
     b = InteractionsBuilder()
-    for j in range(num_items):
-        b.titles[_item_id(j)] = item_name(j, num_topics)
+    for j in range(num_items + new_items):
+        b.titles[_item_id(j)] = item_name(j, num_topics) + (NEW_SUFFIX if j >= num_items else "")
         b.meta[_item_id(j)] = {"genres": [TOPICS[j % num_topics][0]]}
     lengths = min_events + rng.poisson(mean_events - min_events, size=num_users)
     off_interest = 1.0 / (2.0 * num_topics)
+    start = latest = _START
     for u in range(num_users):
         user = f"u{u + 1:05d}"
+        if u == num_users - late_users:  # the release: after every earlier event
+            catalog = _Catalog.make(weight, num_topics)
+            start = latest + 86400.0
         pref = rng.dirichlet(np.full(num_topics, 0.3)).tolist()
         pref_cum = _cumulative(np.asarray(pref))
         n = int(lengths[u])
         draws = rng.random((n, 5)).tolist()
         gaps = 1.0 + rng.exponential(mean_gap, n)
-        times = (_START + rng.uniform(0.0, 30 * 86400.0) + np.cumsum(gaps)).tolist()
+        times = (start + rng.uniform(0.0, 30 * 86400.0) + np.cumsum(gaps)).tolist()
+        latest = max(latest, times[-1])
         topic = _pick(pref_cum, draws[0][0])
         last = -1  # last item with positive feedback
         for step, (r_topic, r_kind, r_item, r_event, r_neg) in enumerate(draws):
@@ -153,6 +178,11 @@ def generate(
     return b.build(name=f"synthetic(seed={seed})")
 
 
+def _zipf(n: int, exponent: float, rng: np.random.Generator) -> npt.NDArray[np.float64]:
+    """Popularity weights ``1 / (rank + 1) ** exponent`` over a seeded random ranking."""
+    return np.asarray(1.0 / (rng.permutation(n) + 1.0) ** exponent, dtype=np.float64)
+
+
 def _item_id(item: int) -> str:
     return f"i{item:05d}"
 
@@ -173,12 +203,11 @@ class _Catalog:
     global_cum: list[float]
 
     @classmethod
-    def make(
-        cls, num_items: int, num_topics: int, zipf_exponent: float, rng: np.random.Generator
-    ) -> _Catalog:
+    def make(cls, weight: npt.NDArray[np.float64], num_topics: int) -> _Catalog:
+        """The catalog of ``len(weight)`` items with popularity weights ``weight``."""
+        num_items = len(weight)
         index = np.arange(num_items)
         topic_of = index % num_topics
-        weight = 1.0 / (rng.permutation(num_items) + 1.0) ** zipf_exponent
         members = [np.flatnonzero(topic_of == t) for t in range(num_topics)]
         episode = (index // num_topics) % SERIES_LENGTH
         has_next = (episode < SERIES_LENGTH - 1) & (index + num_topics < num_items)

@@ -12,9 +12,12 @@
    server stores it once).
 4. The server's feedback is exported and version 2 is trained on version 1's training data plus
    that feedback (the held-out test targets were never uploaded), published, and every device
-   installs it in place (``replace_bundle``) on its next sync.
+   installs it in place (``replace_bundle``) on its next sync. With the synthetic data the
+   devices' users come after a release of new items (``demo_data``): only the uploaded feedback
+   holds them, so only version 2 can recommend them.
 5. One user dismisses the top item of their list (before/after shown with titles); everything is
-   measured and written to ``report.md``, ``report.json`` and PNG plots in the output folder.
+   measured and plotted (PNG files in the output folder); then ``report.md`` and ``report.json``
+   are written.
 
 Every file (models, bundles, server database, device stores) lives under ``--out``. Any failed
 step raises :class:`DemoError`.
@@ -34,10 +37,17 @@ from typing import Any, TextIO
 from pocketrec.core.errors import PocketrecError
 from pocketrec.demo_data import DemoData, device_events, make_demo_data, merge
 from pocketrec.demo_fleet import RECOMMEND_K, DemoServer, Device, Latencies
-from pocketrec.demo_models import TINY_MODEL, TrainedVersion, train_version
+from pocketrec.demo_models import (
+    DEMO_TRAINING,
+    MAX_EPOCHS,
+    TINY_MODEL,
+    TrainedVersion,
+    train_version,
+)
 from pocketrec.demo_plots import dismissal_lists, latency_histogram, metrics_bars
 from pocketrec.demo_report import (
     REPORTED,
+    accuracy_by_target,
     all_finite,
     bundle_accuracy,
     percentiles_ms,
@@ -77,12 +87,9 @@ class DemoOptions:
         return 150 if self.fast else 400
 
     @property
-    def max_epochs(self) -> int:
-        return 15 if self.fast else 60
-
-    @property
     def model(self) -> dict[str, Any]:
-        return dict(TINY_MODEL) if self.fast else {}
+        """``ModelConfig`` overrides: the demo's training settings, a tiny model with ``fast``."""
+        return {**DEMO_TRAINING, **(TINY_MODEL if self.fast else {})}
 
     def describe(self) -> str:
         if self.data is not None:
@@ -164,12 +171,13 @@ class DemoRun:
         o = self.options
         trained = train_version(
             data, self.out / f"v{version}", model_version=version, catalog_dtypes=dtypes,
-            max_epochs=o.max_epochs, overrides=o.model, seed=o.seed,
+            max_epochs=MAX_EPOCHS, overrides=o.model, seed=o.seed,
         )  # fmt: skip
         self.versions[version] = trained
         self.say(
-            f"      version {version}: best epoch {trained.best_epoch}, "
-            f"{trained.train_seconds:.1f} s; parity max |diff| "
+            f"      version {version}: best epoch {trained.best_epoch} of {trained.epochs} "
+            + ("(stopped early)" if trained.stopped_early else "(epoch cap)")
+            + f", {trained.train_seconds:.1f} s; parity max |diff| "
             f"{trained.parity['max_abs_diff']:.2g}; bundles "
             + ", ".join(f"{k} {sum(v.values()):,} B" for k, v in trained.sizes.items())
         )
@@ -227,6 +235,7 @@ class DemoRun:
             "feedback_rows": rows,
             "training_events": combined.num_interactions,
         }
+        self.facts["logged_at_export"] = sum(d.logged for d in self.devices)
         self.say(f"      exported {rows:,} events; training on {combined.num_interactions:,}")
         self._train(2, combined, ("int8",))
         server.publish(self.versions[2].bundles["int8"])
@@ -265,20 +274,27 @@ class DemoRun:
         return self.measure()
 
     def event_counts(self) -> dict[str, int]:
+        """The event counts of the report (``demo_report.EVENT_COUNTS`` says what each is)."""
+        logged = sum(d.logged for d in self.devices)
         counts = {
-            "logged": sum(d.logged for d in self.devices),
+            "logged": logged,
             "dropped_by_outbox_cap": sum(d.dropped for d in self.devices),
             "uploaded": sum(d.counts.uploaded for d in self.devices),
             "stored_on_server": self.need_server().stored_events(),
             "resent_and_deduplicated": sum(
                 d.counts.uploaded - d.counts.new_on_server for d in self.devices
             ),
+            "exported_for_version_2": self.facts["retraining"]["feedback_rows"],
+            "logged_after_export": logged - self.facts["logged_at_export"],
             "still_pending": sum(d.pending for d in self.devices),
             "offline_sync_passes": sum(d.counts.offline_passes for d in self.devices),
         }
         expected = counts["logged"] - counts["dropped_by_outbox_cap"]
         if not counts["uploaded"] == counts["stored_on_server"] == expected:
             raise DemoError(f"events do not add up: {counts}")
+        after = counts["stored_on_server"] - counts["exported_for_version_2"]
+        if after != counts["logged_after_export"]:
+            raise DemoError(f"the export missed {after - counts['logged_after_export']} events")
         if counts["still_pending"]:
             raise DemoError(f"{counts['still_pending']} events were never uploaded")
         return counts
@@ -302,7 +318,10 @@ class DemoRun:
         latency = Latencies()
         for device in self.devices:
             latency.merge(device.latency)
-        return {"accuracy": accuracy, "latency": latency}
+        by_target = accuracy_by_target(
+            self.versions[1].bundles["int8"], self.versions[2].bundles["int8"], data
+        )
+        return {"accuracy": accuracy, "latency": latency, "by_target": by_target}
 
 
 def _bundle_sizes(versions: dict[int, TrainedVersion]) -> dict[str, dict[str, Any]]:
@@ -328,8 +347,9 @@ def _plots(run: DemoRun, accuracy: dict[str, dict[str, float]], latency: Latenci
     return [p.name for p in paths]
 
 
-def build_report(run: DemoRun, measured: dict[str, Any], wall: float) -> dict[str, Any]:
-    """Everything ``report.json`` holds (``report.md`` renders it)."""
+def build_report(run: DemoRun, measured: dict[str, Any]) -> dict[str, Any]:
+    """Everything ``report.json`` holds (``report.md`` renders it) but ``wall_seconds``; its
+    ``steps`` is the run's own list, so it holds step 5 once that step ends."""
     data = run.need_data()
     accuracy: dict[str, dict[str, float]] = measured["accuracy"]
     latency: Latencies = measured["latency"]
@@ -340,20 +360,31 @@ def build_report(run: DemoRun, measured: dict[str, Any], wall: float) -> dict[st
             "devices": len(run.devices),
             "heldout_users": data.heldout.num_users,
             "training_users": data.train.num_users,
+            "new_items": len(set(data.heldout.items.ids) - set(data.train.items.ids)),
+            "release": run.options.data is None,  # synthetic: new items after version 1
             "fast": run.options.fast,
         },
         "versions": sorted(run.versions),
         "accuracy": accuracy,
+        "by_target": measured["by_target"],
         "latency_ms": {k: percentiles_ms(v) for k, v in latency.ordered().items()},
         "events": run.facts["events"],
         "bundles": _bundle_sizes(run.versions),
         "parity": {str(v): t.parity for v, t in run.versions.items()},
+        "training": {
+            str(v): {
+                "seconds": t.train_seconds,
+                "epochs": t.epochs,
+                "best_epoch": t.best_epoch,
+                "stopped_early": t.stopped_early,
+            }
+            for v, t in run.versions.items()
+        },
         "retraining": run.facts["retraining"],
         "dismissal": run.facts["dismissal"],
         "device": {"interpreter": info["interpreter"], "backend": info["backend"]},
         "plots": _plots(run, accuracy, latency),
         "steps": run.steps,
-        "wall_seconds": wall,
     }
 
 
@@ -387,10 +418,11 @@ def run_demo(options: DemoOptions, stream: TextIO | None = None) -> Path:
             run.run_devices()
         with run.step(4, "export the feedback, train version 2, devices update in place"):
             run.retrain()
-        with run.step(5, "measure and write the report"):
+        with run.step(5, "a user dismisses an item; measure everything and draw the plots"):
             measured = run.finish()
-            report = build_report(run, measured, time.perf_counter() - start)
-            path = write_report(options.out, report)
+            report = build_report(run, measured)
+        report["wall_seconds"] = time.perf_counter() - start  # all five steps, then the files
+        path = write_report(options.out, report)
     finally:
         for device in run.devices:
             device.close()

@@ -4,6 +4,12 @@ users the first model is trained on and the held-out users the simulated devices
 Held-out users are never seen by version 1. Each one's history *before* their leave-one-out test
 target (``pocketrec.core.split``) is what their device observes and uploads; the test target is
 never replayed or uploaded, so both versions are evaluated on the same unseen targets.
+
+With the synthetic generator the held-out users are the ones active *after a release*
+(``pocketrec.core.synthetic``): version 1 is trained on the users before it, and new items
+(:data:`NEW_ITEMS_FRACTION` of the catalog, :data:`NEW_SHARE` of the events) appear only in what
+the devices observe and upload. Version 1's catalog cannot hold them; version 2, trained on the
+uploaded feedback, can. With ``--data`` the held-out users are a seeded random sample.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from pocketrec.core.dataset import Interactions, InteractionsBuilder
 from pocketrec.core.heldout import HeldOut
 from pocketrec.core.loaders import load
 from pocketrec.core.split import leave_one_out
+
+NEW_ITEMS_FRACTION = 0.25
+"""Synthetic data: items released after version 1, as a fraction of the catalog before it."""
+NEW_SHARE = 0.4
+"""Synthetic data: the released items' share of the popularity mass after the release."""
 
 
 @dataclass(frozen=True)
@@ -56,24 +67,37 @@ def make_demo_data(
     heldout_fraction: float,
     seed: int,
 ) -> DemoData:
-    """Load ``path`` (any format ``pocketrec train`` reads) or generate ``users`` synthetic users
-    over ``items`` items, then hold out a seeded random ``heldout_fraction`` of the users that a
-    leave-one-out split keeps, dealt round-robin to ``devices`` devices."""
+    """Load ``path`` (any format ``pocketrec train`` reads) and hold out a seeded random
+    ``heldout_fraction`` of the users that a leave-one-out split keeps; or generate ``users``
+    synthetic users over ``items`` items whose last ``heldout_fraction`` come after a release of
+    new items, and hold those out (module docstring). Held-out users are dealt round-robin to
+    ``devices`` devices."""
     if devices < 1 or not 0 < heldout_fraction < 1:
         raise ValueError("need --devices >= 1 and a held-out fraction in (0, 1)")
+    late = max(devices, round(users * heldout_fraction))
     if path is None:
-        data = synthetic.generate(num_users=users, num_items=items, seed=seed)
+        data = synthetic.generate(
+            num_users=users, num_items=items, seed=seed, late_users=late,
+            new_items=max(1, round(items * NEW_ITEMS_FRACTION)), new_share=NEW_SHARE,
+        )  # fmt: skip
     else:
         data, _report = load(path)
     kept = [data.users.id(int(u)) for u in leave_one_out(data).users]
-    rng = np.random.default_rng(seed)
-    count = max(devices, round(len(kept) * heldout_fraction))
-    if count >= len(kept):
-        raise ValueError(f"{len(kept)} usable users: too few to hold out {count} of them")
-    chosen = sorted(rng.choice(len(kept), size=count, replace=False).tolist())
-    held_ids = [kept[k] for k in chosen]
-    held_set = set(held_ids)
-    train_ids = [u for u in data.users if u not in held_set]
+    if path is None:  # the late users: never trained on, even those the split drops
+        late_ids = {data.users.id(u) for u in range(data.num_users - late, data.num_users)}
+        held_ids = [user for user in kept if user in late_ids]
+        train_ids = [user for user in data.users if user not in late_ids]
+    else:
+        count = max(devices, round(len(kept) * heldout_fraction))
+        if count >= len(kept):
+            raise ValueError(f"{len(kept)} usable users: too few to hold out {count} of them")
+        rng = np.random.default_rng(seed)
+        chosen = sorted(rng.choice(len(kept), size=count, replace=False).tolist())
+        held_ids = [kept[k] for k in chosen]
+        held_set = set(held_ids)
+        train_ids = [user for user in data.users if user not in held_set]
+    if not devices <= len(held_ids) < len(kept):
+        raise ValueError(f"{len(held_ids)} held-out users of {len(kept)}: need {devices} or more")
     return DemoData(
         train=subset(data, train_ids, f"{data.name} (training users)"),
         heldout=subset(data, held_ids, f"{data.name} (held-out users)"),

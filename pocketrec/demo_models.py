@@ -11,24 +11,46 @@ from typing import Any
 from pocketrec.core.dataset import Interactions
 from pocketrec.core.progress import Progress
 
+DEMO_TRAINING: dict[str, Any] = {
+    "batch_size": 64,
+    "ema": 0.99,
+    "plateau_decay": 0.5,
+    "patience": 3,
+}
+"""Training overrides for the demo's small data (``ModelConfig``'s defaults suit larger data).
+
+With the defaults (batches of 256 sequences' worth of events, ``ema=0.998``, no decay, patience
+10, no ``min_delta``) the demo's few thousand users give ~12 optimizer steps an epoch; the
+averaged weights' validation score crept up by a little every epoch and both versions ran to the
+60-epoch cap. Here batches are 4x smaller, the learning rate halves after every epoch without a
+gain of more than :data:`MIN_DELTA`, and three such epochs in a row stop training (the best
+epoch's weights are kept), well before :data:`MAX_EPOCHS`."""
+MIN_DELTA = 0.005
+"""Validation NDCG@10 gain that counts as progress (``converter.training.fit``): smaller ones are
+below the noise of a few hundred validation users."""
+MAX_EPOCHS = 40
+"""A cap that early stopping reaches first (figures in README, ``pocketrec demo``)."""
 TINY_MODEL: dict[str, Any] = {
     "embedding_dim": 16,
     "hidden_dim": 32,
     "user_dim": 16,
     "learning_rate": 1e-2,
 }
-"""Model overrides for ``--fast`` (the defaults are ``ModelConfig``'s)."""
+"""Model overrides for ``--fast`` (the other defaults are ``ModelConfig``'s)."""
 
 
 @dataclass(frozen=True)
 class TrainedVersion:
-    """One model version: its bundles by catalog dtype, parity, training time and epochs."""
+    """One model version: its bundles by catalog dtype, parity, training time (s), the epochs
+    run, the best one (whose weights are kept) and whether early stopping ended training."""
 
     model_version: int
     bundles: dict[str, Path]
     parity: dict[str, float]
     train_seconds: float
     best_epoch: int
+    epochs: int
+    stopped_early: bool
     sizes: dict[str, dict[str, int]]
 
 
@@ -59,6 +81,7 @@ def train_version(
             config,
             show_progress=False,
             on_epoch=lambda row: bar.update(1, valid_ndcg10=row["valid_ndcg@10"]),
+            min_delta=MIN_DELTA,
         )
     model_dir.save(work / "model", model, data, split, report)
     bundles: dict[str, Path] = {}
@@ -79,5 +102,7 @@ def train_version(
         parity=parity,
         train_seconds=report.seconds,
         best_epoch=report.best_epoch,
+        epochs=len(report.epochs),
+        stopped_early=report.stopped_early,
         sizes=sizes,
     )

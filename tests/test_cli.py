@@ -58,9 +58,10 @@ def test_readme_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert blocks, "README.md has no python example"
     catalog = np.random.default_rng(1).standard_normal((500, 32)).astype(np.float32)
     np.save(tmp_path / "catalog.npy", catalog)
-    # The embedding example opens "bundles/beauty": the committed format fixture stands in for it.
+    # The embedding example opens the demo's version 2: the committed format fixture stands in
+    # for it (test_demo.py runs the example on the demo's own bundle).
     fixture = README.parent / "tests" / "fixtures" / "bundle_v1"
-    shutil.copytree(fixture, tmp_path / "bundles" / "beauty")
+    shutil.copytree(fixture, tmp_path / "pocketrec-demo" / "v2" / "bundle-int8")
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})

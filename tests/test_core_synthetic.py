@@ -13,7 +13,7 @@ from pocketrec.core.events import EVENT_NAMES, negative_mask
 from pocketrec.core.loaders import load
 from pocketrec.core.metrics import Scorer, evaluate, popularity_baseline, training_popularity
 from pocketrec.core.split import Split, leave_one_out
-from pocketrec.core.synthetic import SERIES_LENGTH, generate, item_name, write_csv
+from pocketrec.core.synthetic import NEW_SUFFIX, SERIES_LENGTH, generate, item_name, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -120,3 +120,20 @@ def test_invalid_arguments() -> None:
         generate(drift=1.5)
     with pytest.raises(ValueError, match="sequel_prob \\+ noise"):
         generate(sequel_prob=0.8, noise=0.5)
+
+
+def test_a_release_gives_only_the_late_users_new_items_after_every_earlier_event() -> None:
+    released = generate(
+        num_users=600, num_items=300, seed=7, late_users=100, new_items=60, new_share=0.4
+    )
+    ids = released.items.ids
+    is_new = np.asarray([int(item[1:]) >= 300 for item in ids])
+    assert all(not is_new[s].any() for s in released.sequences[:500])
+    late = np.concatenate(released.sequences[500:])
+    assert 0.25 < is_new[late].mean() < 0.55  # about new_share of the late users' events
+    assert all(released.item_titles[i].endswith(NEW_SUFFIX) == is_new[i] for i in range(len(ids)))
+    assert released.timestamps is not None
+    before = max(float(t.max()) for t in released.timestamps[:500])
+    assert min(float(t.min()) for t in released.timestamps[500:]) > before
+    with pytest.raises(ValueError, match="late users"):
+        generate(num_users=10, num_items=30, new_items=5)
