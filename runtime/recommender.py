@@ -78,9 +78,9 @@ class Recommender:
     Several users (profiles) share one bundle; each has its own state. Item ids are the external
     string ids of the bundle's ``items.json``. Events: ``view``, ``click``, ``purchase``,
     ``like`` (positive: the item counts as consumed) and ``dislike``, ``dismiss`` (negative
-    feedback: the item is never returned again and similar items are demoted at once, see
-    ``pocketrec.runtime.feedback``). Every event also goes through the step model, as in
-    training.
+    feedback: the item is never returned again; with ``demotion > 0`` similar items are demoted
+    at once, see ``pocketrec.runtime.feedback``). Every event also goes through the step model,
+    as in training.
     """
 
     def __init__(
@@ -159,7 +159,8 @@ class Recommender:
                 The items its catalog cache marks unavailable start unavailable. ``None``:
                 state lives in memory only.
             backend: top-k backend, ``"auto"``, ``"c"``, ``"numba"`` or ``"numpy"``.
-            demotion: ``λ`` of the negative-feedback demotion (0 switches it off).
+            demotion: ``λ`` of the negative-feedback demotion; 0 (the default, chosen on
+                MovieLens 100K: ``pocketrec.runtime.feedback``) switches it off.
             recent_events: events kept per user to rebuild its state on :meth:`replace_bundle`.
             feedback_items: how many recent rejections per user demote similar items.
             feedback_decay: a rejection's demotion is multiplied by this for every later event.
