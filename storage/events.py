@@ -335,12 +335,12 @@ def recent_user_events(db: sqlite_utils.Database, user_id: str, limit: int) -> l
 def dismissed_items(db: sqlite_utils.Database, user_id: str) -> list[str]:
     """Items ``user_id`` dismissed with no later positive event on them (the runtime's "never
     shown again"), in the order of their last dismissal."""
-    rows = db.conn.execute(
-        "SELECT d.item_id FROM events AS d WHERE d.user_id = ? AND d.event_type = ? "
-        "AND NOT EXISTS (SELECT 1 FROM events AS p WHERE p.user_id = d.user_id "
-        f"AND p.item_id = d.item_id AND p.seq > d.seq AND p.event_type IN ({_POSITIVE})) "
-        "GROUP BY d.item_id ORDER BY max(d.seq)",
-        (user_id, int(EventType.DISMISS)),
+    dismissed = f"max(CASE WHEN event_type = {int(EventType.DISMISS)} THEN seq END)"
+    engaged = f"max(CASE WHEN event_type IN ({_POSITIVE}) THEN seq END)"
+    rows = db.conn.execute(  # one pass over the user's events (index events_user)
+        f"SELECT item_id FROM events WHERE user_id = ? GROUP BY item_id "
+        f"HAVING {dismissed} > coalesce({engaged}, -1) ORDER BY {dismissed}",
+        (user_id,),
     )
     return [item_id for (item_id,) in rows]
 
