@@ -385,9 +385,12 @@ class Recommender:
         """:meth:`recommend` for each of ``users`` (a collection of user ids; repeats allowed),
         in one pass over the catalog with the kernel's batch call (several passes only past
         ``pocketrec.runtime.ranking.BATCH_MASK_BYTES`` of masks, e.g. 32 MiB = 2,700 users of a
-        12,000-item catalog). Returns one result per user, in order, each exactly what
+        12,000-item catalog). Returns one result per user, in order, each what
         ``recommend(k, user=u, …)`` would return at that moment: every user's own demotion,
         rejected, consumed and unavailable items; ``exclude`` and ``only`` apply to every user.
+        An int8 catalog gives identical results; a float32 one may differ in the last bit of a
+        score (a backend may sum a batch in another order, as the numpy reference's BLAS does),
+        and so order two items differently only when their scores are that close.
         A lone str is refused (``ValueError``): pass ``[user]``.
 
         Thread-safe like ``recommend``: each user's lock is held only while their query and

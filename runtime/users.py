@@ -243,11 +243,6 @@ class LiveUserState:
         if self.served is not None:
             self._mark_dismissed(self.served)
 
-    @property
-    def dismissed(self) -> frozenset[str]:
-        """Item ids dismissed and not withdrawn by a later positive event (resets included)."""
-        return frozenset(self._dismissed_ids)
-
     def _mark_dismissed(self, served: ServedBundle) -> None:
         """Set the dismissed items in the rejected mask of ``served``."""
         if self._dismissed_ids:

@@ -156,6 +156,40 @@ def test_a_long_batch_is_ranked_in_several_kernel_calls_with_the_same_result(
         np.testing.assert_array_equal(a.scores, b.scores)
 
 
+def test_a_bundle_replaced_during_a_batch_ranks_each_user_on_their_own_bundle(
+    runtime_bundles: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recommender.open(runtime_bundles.f32)
+    before = Recommender.open(runtime_bundles.f32)
+    users = ["a", "b", "c"]
+    for r in (rec, before):
+        for n, user in enumerate(users):
+            r.observe(ITEMS[3 + n], "click", user=user)
+    real = rec._ranking
+    versions: list[int] = []
+
+    def replace_after_the_first(user: str, *args: Any) -> Any:
+        ranking = real(user, *args)
+        versions.append(ranking.served.manifest.model_version)
+        if user == "a":
+            rec.replace_bundle(runtime_bundles.v2)
+        return ranking
+
+    monkeypatch.setattr(rec, "_ranking", replace_after_the_first)
+    batch = rec.recommend_batch(users, 140)
+    assert versions == [1, 2, 2]
+    first = before.recommend(140, user="a")  # on the bundle the batch started with
+    assert batch[0].ids == first.ids
+    np.testing.assert_allclose(batch[0].scores, first.scores, rtol=1e-6, atol=1e-6)
+    monkeypatch.undo()
+    for user, got in zip(users[1:], batch[1:], strict=True):
+        want = rec.recommend(140, user=user)  # version 2: no item i00120 and up
+        assert got.ids == want.ids
+        np.testing.assert_allclose(got.scores, want.scores, rtol=1e-6, atol=1e-6)
+    assert any(int(i[1:]) >= 120 for i in batch[0].ids)
+    assert all(int(i[1:]) < 120 for b in batch[1:] for i in b.ids)
+
+
 def test_recommend_batch_refuses_bad_input(bundle_dir: Path) -> None:
     rec = Recommender.open(bundle_dir)
     assert rec.recommend_batch([], 5) == []
