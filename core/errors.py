@@ -96,3 +96,8 @@ class BundleRejectedError(SyncError):
 class MissingDependencyError(PocketrecError, ImportError):
     """An optional package that this feature needs is not installed; the message names the
     package and the pip extra that brings it."""
+
+
+class TitlesUnavailableError(PocketrecError, LookupError):
+    """Titles were asked for, but the bundle has no ``item_titles.json`` (its training data had
+    no titles: a RecBole ``.item`` file or a ``title`` column gives them)."""

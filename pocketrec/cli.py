@@ -201,7 +201,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if report.total_skipped:
         print(report.summary(), file=sys.stderr)
     ks = sorted({*DEFAULT_KS, args.k})
-    result = replay_evaluate(rec, data, ks=ks)
+    result = replay_evaluate(rec, data, ks=ks, stage=args.stage)
     _warn_partial_match(result)
     if args.json:
         out = {**result.metrics, "users": result.users, "model_version": result.model_version}
@@ -209,19 +209,22 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         return 0
     info = rec.info()
     print(
-        f"replayed {result.users:,} test users ({result.events:,} events, "
+        f"replayed {result.users:,} {args.stage} users ({result.events:,} events, "
         f"{result.unknown_events:,} on items not in the catalog) through Recommender in "
         f"{result.seconds:.1f} s: bundle version {result.model_version}, catalog "
         f"{info['catalog_dtype']}, interpreter {info['interpreter']}, backend {info['backend']}, "
         f"demotion {args.demotion:g}"
     )
-    _print_metrics("replayed, test", result.metrics, ks)
-    offline = read_manifest(args.bundle_dir).metrics.get("test", {})
+    _print_metrics(f"replayed, {args.stage}", result.metrics, ks)
+    offline = read_manifest(args.bundle_dir).metrics.get(args.stage, {})
     common = [key for key in result.metrics if key in offline]
     if common:
         diff = max(abs(result.metrics[key] - float(offline[key])) for key in common)
         verdict = "equal within 1e-6" if diff <= 1e-6 else "DIFFERENT (other data or demotion?)"
-        print(f"the bundle's offline test metrics (converter): {verdict}, max |diff| {diff:.2g}")
+        print(
+            f"the bundle's offline {args.stage} metrics (converter): {verdict}, "
+            f"max |diff| {diff:.2g}"
+        )
     return 0
 
 
@@ -554,6 +557,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="negative-feedback demotion lambda (0: the converter's offline protocol; the "
         f"device default is {DEFAULT_DEMOTION:g})",
+    )
+    ev.add_argument(
+        "--stage",
+        choices=("test", "valid"),
+        default="test",
+        help="held-out target to rank: test, or valid (for choosing settings)",
     )
     ev.add_argument(
         "--backend", choices=("auto", *registry.NAMES), default="auto", help="top-k backend"

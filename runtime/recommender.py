@@ -32,12 +32,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from pocketrec.core.events import EVENT_NAMES, EventType, event_code
+from pocketrec.core.ranking import select_topk
 from pocketrec.native import registry
 from pocketrec.native.arguments import check_k
 from pocketrec.runtime.bundle import open_bundle
@@ -49,8 +50,17 @@ from pocketrec.runtime.bundle_choice import (
     record_served,
 )
 from pocketrec.runtime.feedback import DEFAULT_CAPACITY, DEFAULT_DECAY, DEFAULT_DEMOTION
-from pocketrec.runtime.ranking import Ranking, apply_call_filters, check_ids
+from pocketrec.runtime.ranking import (
+    Ranking,
+    apply_call_filters,
+    check_ids,
+    recommendations,
+    titled,
+    top_batch,
+)
+from pocketrec.runtime.results import Recommendations, TitledRecommendations
 from pocketrec.runtime.serving import ServedBundle
+from pocketrec.runtime.similar import cosine_scores
 from pocketrec.runtime.users import DEFAULT_RECENT_EVENTS, Advance, LiveUserState, ObservedEvent
 
 if TYPE_CHECKING:
@@ -68,9 +78,9 @@ class Recommender:
     Several users (profiles) share one bundle; each has its own state. Item ids are the external
     string ids of the bundle's ``items.json``. Events: ``view``, ``click``, ``purchase``,
     ``like`` (positive: the item counts as consumed) and ``dislike``, ``dismiss`` (negative
-    feedback: the item is never returned again and similar items are demoted at once, see
-    ``pocketrec.runtime.feedback``). Every event also goes through the step model, as in
-    training.
+    feedback: the item is never returned again; with ``demotion > 0`` similar items are demoted
+    at once, see ``pocketrec.runtime.feedback``). Every event also goes through the step model,
+    as in training.
     """
 
     def __init__(
@@ -149,7 +159,8 @@ class Recommender:
                 The items its catalog cache marks unavailable start unavailable. ``None``:
                 state lives in memory only.
             backend: top-k backend, ``"auto"``, ``"c"``, ``"numba"`` or ``"numpy"``.
-            demotion: ``λ`` of the negative-feedback demotion (0 switches it off).
+            demotion: ``λ`` of the negative-feedback demotion; 0 (the default, chosen on
+                MovieLens 100K: ``pocketrec.runtime.feedback``) switches it off.
             recent_events: events kept per user to rebuild its state on :meth:`replace_bundle`.
             feedback_items: how many recent rejections per user demote similar items.
             feedback_decay: a rejection's demotion is multiplied by this for every later event.
@@ -256,18 +267,56 @@ class Recommender:
         return known
 
     def reset(self, *, user: str = DEFAULT_USER) -> None:
-        """Forget ``user``'s events and state (back to the bundle's ``initial_user``).
+        """Start ``user``'s recommendations afresh: the interest vector goes back to the
+        bundle's ``initial_user``, and the events, consumed items, disliked items and demotion
+        are forgotten. **Dismissed items stay excluded**: a ``dismiss`` means "never show this
+        again", which a user still expects after "reset my recommendations" (a ``dislike`` is
+        taste feedback and goes with the history). A later positive event on a dismissed item
+        withdraws its dismissal; ``Store.erase_user`` (a data request) forgets everything.
 
         With a db, the saved state is deleted too; the logged events stay in the log (they are
-        the outbox; ``Store.erase_user`` deletes them) but are no longer used to restore the
-        user. Thread-safe: waits for the user's calls in progress."""
+        the outbox) and only their dismissals are used to restore the user after a restart.
+        Thread-safe: waits for the user's calls in progress."""
         state = self._user(user)
         with state.lock:
             if self._store is not None:
                 self._store.delete_state(user)
-            state.clear()
+            state.reset()
+
+    def _discard(self, user: str) -> None:
+        """Drop ``user``'s in-memory state entirely, dismissals included (``pocketrec evaluate``
+        starts each held-out user from nothing). Without a db only; not thread-safe against
+        calls for the same user."""
+        if self._store is not None:
+            raise ValueError("_discard is for recommenders without a db")
+        with self._users_lock:
+            self._users.pop(user, None)
 
     # ------------------------------------------------------------------ ranking
+
+    @overload
+    def recommend(
+        self,
+        k: int = ...,
+        *,
+        user: str = ...,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[False] = ...,
+    ) -> Recommendations: ...
+
+    @overload
+    def recommend(
+        self,
+        k: int = ...,
+        *,
+        user: str = ...,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[True],
+    ) -> TitledRecommendations: ...
 
     def recommend(
         self,
@@ -277,23 +326,181 @@ class Recommender:
         exclude_seen: bool = True,
         exclude: Iterable[str] = (),
         only: Iterable[str] | None = None,
-    ) -> tuple[list[str], npt.NDArray[np.float32]]:
-        """The ``k`` best items for ``user``: external ids (list of str) and float32 scores, best
-        first (fewer when fewer items are eligible).
+        titles: bool = False,
+    ) -> Recommendations | TitledRecommendations:
+        """The ``k`` best items for ``user``: a :class:`Recommendations` ``(ids, scores)`` —
+        external ids (list of str) and float32 scores (the demoted user vector's inner product
+        with each catalog row, or the int8 score), best first; fewer when fewer items are
+        eligible. ``titles=True``: a :class:`TitledRecommendations` with the items' titles too
+        (:class:`TitlesUnavailableError` if the bundle has none).
 
         Never returned: unavailable items (:meth:`set_available`), items the user rejected
-        (``dislike``/``dismiss``), consumed items (positive events) when ``exclude_seen``,
-        ``exclude`` ids, and with ``only`` every item not in it (unknown ids are ignored). All of
-        it is one exclusion mask applied inside the kernel's scan. ``k < 1`` raises
-        ``ValueError``.
+        (``dislike``/``dismiss``; dismissed items even after :meth:`reset`), consumed items
+        (positive events) when ``exclude_seen``, ``exclude`` ids, and with ``only`` every item
+        not in it (unknown ids are ignored). All of it is one exclusion mask applied inside the
+        kernel's scan. ``k < 1`` raises ``ValueError``.
 
         Thread-safe: the user's lock is held only to build the query and mask; the kernel runs
         without it, on the bundle the call started with (even if it is replaced meanwhile).
         """
         check_k(k)
         ranking = self.ranking(user=user, exclude_seen=exclude_seen, exclude=exclude, only=only)
-        indices, scores = ranking.top(k)
-        return ranking.ids(indices), scores
+        result = recommendations(ranking.served, *ranking.top(k))
+        return titled(ranking.served, result) if titles else result
+
+    @overload
+    def recommend_batch(
+        self,
+        users: Iterable[str],
+        k: int = ...,
+        *,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[False] = ...,
+    ) -> list[Recommendations]: ...
+
+    @overload
+    def recommend_batch(
+        self,
+        users: Iterable[str],
+        k: int = ...,
+        *,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[True],
+    ) -> list[TitledRecommendations]: ...
+
+    def recommend_batch(
+        self,
+        users: Iterable[str],
+        k: int = 10,
+        *,
+        exclude_seen: bool = True,
+        exclude: Iterable[str] = (),
+        only: Iterable[str] | None = None,
+        titles: bool = False,
+    ) -> list[Recommendations] | list[TitledRecommendations]:
+        """:meth:`recommend` for each of ``users`` (a collection of user ids; repeats allowed),
+        in one pass over the catalog with the kernel's batch call (several passes only past
+        ``pocketrec.runtime.ranking.BATCH_MASK_BYTES`` of masks, e.g. 32 MiB = 2,700 users of a
+        12,000-item catalog). Returns one result per user, in order, each what
+        ``recommend(k, user=u, …)`` would return at that moment: every user's own demotion,
+        rejected, consumed and unavailable items; ``exclude`` and ``only`` apply to every user.
+        An int8 catalog gives identical results; a float32 one may differ in the last bit of a
+        score (a backend may sum a batch in another order, as the numpy reference's BLAS does),
+        and so order two items differently only when their scores are that close.
+        A lone str is refused (``ValueError``): pass ``[user]``.
+
+        Thread-safe like ``recommend``: each user's lock is held only while their query and
+        mask are built."""
+        check_k(k)
+        names = check_ids(users, "users", "user ids")
+        excluded = check_ids(exclude, "exclude")
+        allowed = None if only is None else check_ids(only, "only")
+        rankings = [self._ranking(name, bool(exclude_seen), excluded, allowed) for name in names]
+        groups: dict[int, list[int]] = {}  # by bundle: replace_bundle may run meanwhile
+        for position, ranking in enumerate(rankings):
+            groups.setdefault(id(ranking.served), []).append(position)
+        found: dict[int, Recommendations] = {}
+        for positions in groups.values():
+            tops = top_batch([rankings[p] for p in positions], k)
+            for p, (indices, scores) in zip(positions, tops, strict=True):
+                found[p] = recommendations(rankings[p].served, indices, scores)
+        results = [found[p] for p in range(len(rankings))]
+        if titles:
+            return [titled(ranking.served, r) for ranking, r in zip(rankings, results, strict=True)]
+        return results
+
+    @overload
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = ...,
+        *,
+        user: str | None = ...,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[False] = ...,
+    ) -> Recommendations: ...
+
+    @overload
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = ...,
+        *,
+        user: str | None = ...,
+        exclude_seen: bool = ...,
+        exclude: Iterable[str] = ...,
+        only: Iterable[str] | None = ...,
+        titles: Literal[True],
+    ) -> TitledRecommendations: ...
+
+    def similar_items(
+        self,
+        item_id: str,
+        k: int = 10,
+        *,
+        user: str | None = None,
+        exclude_seen: bool = True,
+        exclude: Iterable[str] = (),
+        only: Iterable[str] | None = None,
+        titles: bool = False,
+    ) -> Recommendations | TitledRecommendations:
+        """The ``k`` catalog items most similar to ``item_id``, by the **cosine** of their
+        embeddings (float32 scores in [-1, 1], best first, equal scores by lower index; the
+        item bias is left out; see ``pocketrec.runtime.similar``), float32 and int8 catalogs
+        alike. The item itself is never returned, nor are unavailable items, ``exclude`` ids
+        and, with ``only``, items outside it; with a ``user``, that user's rejected items and
+        (``exclude_seen``) consumed items too, as in :meth:`recommend` (no demotion: the
+        ranking is not personal). An id the catalog does not hold raises ``ValueError``; an
+        item whose embedding is all zero has no direction and gets an empty result.
+
+        One pass over the catalog (numpy, ``O(N·D)``). Thread-safe."""
+        check_k(k)
+        if not isinstance(item_id, str):
+            raise ValueError(f"item_id must be a str, got {item_id!r}")
+        excluded = check_ids(exclude, "exclude")
+        allowed = None if only is None else check_ids(only, "only")
+        if user is None:
+            served = self._served
+            mask = served.unavailable.copy()
+        else:
+            state = self._user(user)
+            with state.lock:
+                served = self._attach(state, user)
+                mask = state.exclusion(exclude_seen=bool(exclude_seen))
+        index = served.index(item_id)
+        if index is None:
+            raise ValueError(
+                f"item {item_id!r} is not in the catalog of bundle version "
+                f"{served.manifest.model_version}"
+            )
+        mask = apply_call_filters(mask, served, excluded, allowed)
+        mask[index] = True
+        scores = cosine_scores(served.catalog, index, served.inverse_norms())
+        indices, top = select_topk(scores, ~mask, k)
+        result = recommendations(served, indices, top.astype(np.float32, copy=False))
+        return titled(served, result) if titles else result
+
+    def title(self, item_id: str) -> str | None:
+        """The title of ``item_id`` from the bundle's ``item_titles.json`` (``None`` for an
+        item the file gives no title). :class:`TitlesUnavailableError` when the bundle has no
+        titles (``info()["titles"]`` says whether it has), ``ValueError`` for an id the catalog
+        does not hold. Thread-safe."""
+        if not isinstance(item_id, str):
+            raise ValueError(f"item_id must be a str, got {item_id!r}")
+        served = self._served
+        index = served.index(item_id)
+        if index is None:
+            raise ValueError(
+                f"item {item_id!r} is not in the catalog of bundle version "
+                f"{served.manifest.model_version}"
+            )
+        return served.titles([index])[0]
 
     def ranking(
         self,
@@ -303,16 +510,24 @@ class Recommender:
         exclude: Iterable[str] = (),
         only: Iterable[str] | None = None,
     ) -> Ranking:
-        """What :meth:`recommend` would rank, as a :class:`Ranking`: the query after demotion,
-        the exclusion mask and the bundle; ``Ranking.scores()`` gives every item's score as the
-        kernel orders them (used by ``pocketrec evaluate``). Thread-safe like ``recommend``."""
+        """What :meth:`recommend` would rank, as a :class:`Ranking` (README, "Embedding the
+        runtime"): ``query`` float32 ``[D + 1]`` (the user vector after demotion), ``exclude``
+        bool ``[N]`` (True: never returned) and the bundle; ``Ranking.scores()`` gives every
+        item's score float32 ``[N]`` as the kernel orders them, ``Ranking.top(k)`` catalog
+        indices and scores (used by ``pocketrec evaluate``). Thread-safe like ``recommend``."""
         excluded = check_ids(exclude, "exclude")
         allowed = None if only is None else check_ids(only, "only")
+        return self._ranking(user, bool(exclude_seen), excluded, allowed)
+
+    def _ranking(
+        self, user: str, exclude_seen: bool, excluded: list[str], allowed: list[str] | None
+    ) -> Ranking:
+        """:meth:`ranking` with the filters already checked."""
         state = self._user(user)
         with state.lock:
             served = self._attach(state, user)
             query = state.query(self._demotion)
-            mask = state.exclusion(exclude_seen=bool(exclude_seen))
+            mask = state.exclusion(exclude_seen=exclude_seen)
         mask = apply_call_filters(mask, served, excluded, allowed)
         return Ranking(query=query, exclude=mask, served=served, backend=self._backend)
 
@@ -459,6 +674,7 @@ class Recommender:
             "model_version": m.model_version,
             "bundle_choice": self._choice.to_dict(),
             "items": m.num_items,
+            "titles": served.bundle.titles is not None,
             "catalog_dtype": m.catalog_dtype,
             "model_dtype": m.model_dtype,
             "state_dim": m.state_dim,
@@ -515,8 +731,9 @@ class Recommender:
         store = self._store
         assert store is not None
         saved = store.load_state(user)
+        dismissed = store.dismissed_items(user)  # kept across resets: reset() says why
         if saved is None:
-            state.attach(served)
+            state.restore(served, (), event_count=0, saved=None, dismissed=dismissed)
             return
         logged = store.recent_events(user, saved.event_count)
         events = [
@@ -530,7 +747,9 @@ class Recommender:
             user_vector = saved.user_vector
             if user_vector is None or user_vector.shape == (m.user_dim,):
                 vectors = (saved.state, user_vector)
-        state.restore(served, events, event_count=saved.event_count, saved=vectors)
+        state.restore(
+            served, events, event_count=saved.event_count, saved=vectors, dismissed=dismissed
+        )
         if vectors is None:
             logger.info(
                 "user %r: saved state of model version %d rebuilt for version %d from %d "

@@ -58,7 +58,10 @@ def replay_evaluate(
 ) -> ReplayResult:
     """Replay ``data``'s held-out users of ``stage`` through ``rec`` (see the module docstring).
 
-    Uses (and resets) the profile :data:`EVAL_USER`; the bundle must not be replaced meanwhile.
+    ``rec`` must have no db. Uses the profile :data:`EVAL_USER`, started from nothing for each
+    user (dismissals included, which ``reset`` would keep); the bundle must not be replaced
+    meanwhile. Every history event is observed, ``dislike`` and ``dismiss`` included, so with
+    ``λ > 0`` the demotion acts on the ranking exactly as on the device.
     """
     start = time.perf_counter()
     held = HeldOut.from_split(leave_one_out(data)).stage(stage)
@@ -69,7 +72,7 @@ def replay_evaluate(
     for hist_items, hist_events, target in zip(
         held.items, held.events, held.targets.tolist(), strict=True
     ):
-        rec.reset(user=EVAL_USER)
+        rec._discard(EVAL_USER)
         for item, event in zip(hist_items.tolist(), hist_events.tolist(), strict=True):
             unknown += not rec.observe(item_ids[item], EventType(event), user=EVAL_USER)
         events += len(hist_items)
@@ -84,7 +87,7 @@ def replay_evaluate(
         queries.append(ranking.query)
         targets.append(target_index)
         excluded.append(np.flatnonzero(ranking.exclude))
-    rec.reset(user=EVAL_USER)
+    rec._discard(EVAL_USER)
     if served is None or not queries:
         raise ValueError(
             f"no {stage} user to evaluate: the data has {len(held)} held-out users, and the "

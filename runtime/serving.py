@@ -15,8 +15,10 @@ import numpy as np
 import numpy.typing as npt
 
 from pocketrec.core import bundle as fmt
+from pocketrec.core.errors import TitlesUnavailableError
 from pocketrec.native.int8 import Int8Items
 from pocketrec.runtime.bundle import Bundle
+from pocketrec.runtime.similar import inverse_embedding_norms
 from pocketrec.runtime.step import StepModel
 
 
@@ -31,6 +33,7 @@ class ServedBundle:
         self.unavailable: npt.NDArray[np.bool_] = _read_only(np.zeros(bundle.num_items, bool))
         self._local = threading.local()
         self._local.step = bundle.step  # the opening thread reuses the verified interpreter
+        self._inverse_norms: npt.NDArray[np.float32] | None = None  # made on first use
 
     @property
     def manifest(self) -> fmt.Manifest:
@@ -74,6 +77,26 @@ class ServedBundle:
         else:
             row = np.array(catalog[index], dtype=np.float32)
         return row
+
+    def titles(self, indices: Iterable[int]) -> list[str | None]:
+        """Titles of catalog indices (``None`` for an item without one), or
+        :class:`TitlesUnavailableError` when the bundle has no ``item_titles.json``."""
+        titles = self.bundle.titles
+        if titles is None:
+            raise TitlesUnavailableError(
+                f"bundle {self.bundle.path} (model version {self.manifest.model_version}) has no "
+                f"{fmt.ITEM_TITLES}: its training data had no titles (a RecBole .item file or a "
+                "title column gives them); info()['titles'] says whether a bundle has them"
+            )
+        return [titles[i] for i in indices]
+
+    def inverse_norms(self) -> npt.NDArray[np.float32]:
+        """float32 ``[N]``: ``1 / |e_j|`` of every catalog row's embedding part (NaN for an
+        all-zero one), computed once (``pocketrec.runtime.similar``)."""
+        norms = self._inverse_norms
+        if norms is None:  # two threads may both compute it: same values, harmless
+            norms = self._inverse_norms = inverse_embedding_norms(self.catalog)
+        return norms
 
     def set_unavailable(self, item_ids: Iterable[str]) -> None:
         """Replace the unavailable mask with one marking ``item_ids`` (unknown ids ignored)."""

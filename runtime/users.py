@@ -5,6 +5,9 @@ The vectors and masks are expressed in the index space of one :class:`ServedBund
 :meth:`LiveUserState.attach` rebuilds them for another bundle by replaying the recent events through
 its step model. Consumed and rejected items are also kept as external ids, so they survive a
 bundle change in full (the vector is rebuilt from the last ``recent_events`` events only).
+Dismissed items (``dismiss``, not withdrawn by a later positive event on the item) are also kept
+apart: :meth:`LiveUserState.reset` forgets everything else but keeps them excluded ("never shown
+again" survives a reset; a ``dislike`` is taste feedback and is forgotten with the history).
 With a store, :meth:`LiveUserState.restore` rebuilds a user after a restart: the buffer and the
 consumed/rejected items from the logged events (recorded exactly as
 :meth:`LiveUserState.apply` did), the vectors from the saved state, or by replay when the state
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from pocketrec.core.events import NEGATIVE_EVENTS
+from pocketrec.core.events import NEGATIVE_EVENTS, EventType
 from pocketrec.runtime.feedback import (
     DEFAULT_CAPACITY,
     DEFAULT_DECAY,
@@ -34,6 +37,7 @@ from pocketrec.runtime.feedback import (
 from pocketrec.runtime.serving import ServedBundle
 
 _NEGATIVE_CODES = frozenset(int(e) for e in NEGATIVE_EVENTS)  # a set lookup: per-event path
+_DISMISS = int(EventType.DISMISS)
 
 Advance = tuple[int | None, npt.NDArray[np.float32] | None, npt.NDArray[np.float32] | None]
 """What one event does to a user's vectors: catalog index (``None``: unknown item), state, user
@@ -72,6 +76,7 @@ class LiveUserState:
         self._user: npt.NDArray[np.float32] | None = None  # [D + 1]; None: no known event yet
         self._seen_ids: set[str] = set()
         self._rejected_ids: dict[str, int] = {}  # -> event ordinal; insertion order = recency
+        self._dismissed_ids: set[str] = set()  # dismissed and not withdrawn, resets included
         self._seen: npt.NDArray[np.bool_] | None = None  # [N], allocated on first known item
         self._rejected: npt.NDArray[np.bool_] | None = None
         self._directions = RejectedDirections(feedback, decay)
@@ -86,6 +91,7 @@ class LiveUserState:
             seen, rejected = self._masks(served)
             seen[served.indices(self._seen_ids)] = True
             rejected[served.indices(self._rejected_ids)] = True
+        self._mark_dismissed(served)
         self._directions.clear()
         capacity = self._directions.capacity
         for item_id in list(self._rejected_ids)[-capacity:] if capacity else ():
@@ -133,19 +139,23 @@ class LiveUserState:
         *,
         event_count: int,
         saved: tuple[npt.NDArray[np.float32], npt.NDArray[np.float32] | None] | None,
+        dismissed: Sequence[str] = (),
     ) -> None:
         """Rebuild a user from the store: ``events`` are the user's last logged events (the
         tail of the ``event_count`` observed since the last reset, oldest first). They refill
         the event buffer and the consumed/rejected items exactly as :meth:`apply` recorded them
         (same rejection ordinals, so the demotion resumes the same); the vectors are ``saved``
         (state ``[H]``, user vector or ``None``) when given, else the buffer is replayed
-        through ``served``'s step model as in :meth:`attach`."""
+        through ``served``'s step model as in :meth:`attach`. ``dismissed``: item ids dismissed
+        before the last reset (and not withdrawn since), kept excluded."""
         self.clear()
         self.served = served
         self.observed = max(event_count - len(events), 0)
         for event in events:
             self._record(event, served.index(event.item_id))
         self.observed = max(event_count, self.observed)
+        self._dismissed_ids.update(dismissed)
+        self._mark_dismissed(served)
         if saved is not None:
             self._state, self._user = saved
         else:
@@ -169,9 +179,12 @@ class LiveUserState:
         if negative:
             self._rejected_ids.pop(event.item_id, None)  # re-insert: most recent last
             self._rejected_ids[event.item_id] = self.observed
+            if event.event == _DISMISS:
+                self._dismissed_ids.add(event.item_id)
         else:
             self._seen_ids.add(event.item_id)
             self._rejected_ids.pop(event.item_id, None)  # engaging with it withdraws a rejection
+            self._dismissed_ids.discard(event.item_id)  # and a dismissal, even an older one
         if index is None:
             return
         served = self.served
@@ -212,7 +225,14 @@ class LiveUserState:
         return mask
 
     def clear(self) -> None:
-        """Forget everything (the user starts again from ``initial_user``)."""
+        """Forget everything, dismissals included (the user starts again from
+        ``initial_user``)."""
+        self._dismissed_ids.clear()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything but the dismissed items, which stay excluded: the events, the
+        vectors, the consumed and disliked items and the demotion."""
         self.recent.clear()
         self.observed = 0
         self._state = self._user = None
@@ -220,6 +240,14 @@ class LiveUserState:
         self._rejected_ids.clear()
         self._seen = self._rejected = None
         self._directions.clear()
+        if self.served is not None:
+            self._mark_dismissed(self.served)
+
+    def _mark_dismissed(self, served: ServedBundle) -> None:
+        """Set the dismissed items in the rejected mask of ``served``."""
+        if self._dismissed_ids:
+            _seen, rejected = self._masks(served)
+            rejected[served.indices(self._dismissed_ids)] = True
 
     def _masks(self, served: ServedBundle) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:
         """The consumed and rejected masks bool ``[N]``, allocated on first use."""

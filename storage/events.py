@@ -25,11 +25,18 @@ from typing import Any
 
 import sqlite_utils
 
-from pocketrec.core.events import EVENT_NAMES, event_code, event_name
+from pocketrec.core.events import (
+    EVENT_NAMES,
+    NEGATIVE_EVENTS,
+    EventType,
+    event_code,
+    event_name,
+)
 from pocketrec.core.wire import MAX_EVENT_BYTES, event_size
 from pocketrec.storage import validation as check
 
 _COLUMNS = "seq, event_id, user_id, item_id, event_type, ts, context, size, uploaded_at"
+_POSITIVE = ", ".join(str(int(e)) for e in EventType if e not in NEGATIVE_EVENTS)
 
 
 @dataclass(frozen=True)
@@ -323,6 +330,19 @@ def recent_user_events(db: sqlite_utils.Database, user_id: str, limit: int) -> l
         (user_id, limit),
     ).fetchall()
     return [_decode(row) for row in reversed(rows)]
+
+
+def dismissed_items(db: sqlite_utils.Database, user_id: str) -> list[str]:
+    """Items ``user_id`` dismissed with no later positive event on them (the runtime's "never
+    shown again"), in the order of their last dismissal."""
+    dismissed = f"max(CASE WHEN event_type = {int(EventType.DISMISS)} THEN seq END)"
+    engaged = f"max(CASE WHEN event_type IN ({_POSITIVE}) THEN seq END)"
+    rows = db.conn.execute(  # one pass over the user's events (index events_user)
+        f"SELECT item_id FROM events WHERE user_id = ? GROUP BY item_id "
+        f"HAVING {dismissed} > coalesce({engaged}, -1) ORDER BY {dismissed}",
+        (user_id,),
+    )
+    return [item_id for (item_id,) in rows]
 
 
 def delete_user_events(db: sqlite_utils.Database, user_id: str) -> int:

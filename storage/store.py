@@ -296,6 +296,14 @@ class Store:
         with self._conns.read() as db:
             return events.recent_user_events(db, user, count)
 
+    def dismissed_items(self, user_id: str) -> list[str]:
+        """Item ids ``user_id`` dismissed (event ``dismiss``) with no later positive event on
+        them, in the order of their last dismissal, from every stored event of the user (a reset
+        keeps them; erased or expired events are gone). Thread-safe."""
+        user = check.identifier("user_id", user_id)
+        with self._conns.read() as db:
+            return events.dismissed_items(db, user)
+
     # --- privacy -----------------------------------------------------------------------------
 
     def logging_enabled(self) -> bool:

@@ -95,3 +95,29 @@ def test_cli_evaluate_and_inspect_refuse_a_file_for_a_bundle_folder(
         err = capsys.readouterr().err
         assert f"error: {manifest}: is a file; a bundle is a folder" in err
         assert "Traceback" not in err
+
+
+def test_cli_evaluate_on_the_validation_targets(
+    runtime_bundles: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", str(runtime_bundles.f32), "--data", str(runtime_bundles.data)]
+    assert main([*args, "--stage", "valid", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    manifest = fmt.read_manifest(runtime_bundles.f32)
+    assert out.pop("users") == 1200
+    del out["model_version"]
+    assert out == pytest.approx(manifest.metrics["valid"], abs=1e-9)
+    assert out != pytest.approx(manifest.metrics["test"], abs=1e-9)
+    assert main([*args, "--stage", "valid"]) == 0
+    text = capsys.readouterr().out
+    assert "replayed 1,200 valid users" in text
+    assert "offline valid metrics (converter): equal within 1e-6" in text
+
+
+def test_the_replay_feeds_negative_events_to_the_demotion(runtime_bundles: Any) -> None:
+    """The data's dislikes and dismissals are observed: with demotion on, the ranking changes."""
+    data, _ = load(runtime_bundles.data)
+    off = replay_evaluate(Recommender.open(runtime_bundles.f32, demotion=0), data, stage="valid")
+    on = replay_evaluate(Recommender.open(runtime_bundles.f32, demotion=4), data, stage="valid")
+    assert on.users == off.users == 1200
+    assert on.metrics != pytest.approx(off.metrics, abs=1e-9)
