@@ -22,6 +22,7 @@ SLOW_MODULES = frozenset(
         "test_sasrec.py",
         "test_training_batches.py",
         "test_weight_average.py",
+        "test_training_stop.py",
         "test_demo.py",  # the whole loop: trains twice, serves, syncs devices
         # crash and power-loss soaks, the benchmark harness, property-based fuzzing
         "test_storage_crash.py",

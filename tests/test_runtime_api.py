@@ -155,7 +155,9 @@ def test_a_long_batch_is_ranked_in_several_kernel_calls_with_the_same_result(
     assert calls == [4, 4, 1]
     for a, b, user in zip(whole, chunked, users, strict=True):
         assert a.ids == b.ids == rec.recommend(7, user=user).ids
-        np.testing.assert_array_equal(a.scores, b.scores)
+        # a batch of one takes the single-query kernel, a larger one the batch kernel: the
+        # float32 sums may differ in the last bit (int8 scores are exact)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-6)
 
 
 def test_a_bundle_replaced_during_a_batch_ranks_each_user_on_their_own_bundle(
