@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from pocketrec.converter import model_dir
-from pocketrec.converter.export import export_bundle
+from pocketrec.converter.pipeline import export_bundle
 from pocketrec.converter.model import ModelConfig
 from pocketrec.converter.sasrec import SASRec
 from pocketrec.converter.training import evaluate_model, fit, train

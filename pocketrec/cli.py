@@ -87,7 +87,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from pocketrec.converter.export import export_bundle
+    from pocketrec.converter.pipeline import export_bundle
 
     result = export_bundle(
         args.model_dir,
