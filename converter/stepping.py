@@ -72,7 +72,8 @@ class SteppedModel:
                     a.astype(keras.backend.standardize_dtype(d))
                     for a, d in zip(arrays, dtypes, strict=True)
                 ]
-                users = keras.ops.convert_to_numpy(model(inputs, training=False))
+                fed = inputs if len(inputs) > 1 else inputs[0]  # as the model was built
+                users = keras.ops.convert_to_numpy(model(fed, training=False))
                 last = users[:, -1, :] if users.ndim == 3 else users
                 for r, user in zip(chunk, last, strict=True):
                     out[r] = user
