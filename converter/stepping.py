@@ -33,6 +33,7 @@ from typing import Any
 import keras
 import numpy as np
 import numpy.typing as npt
+import tensorflow as tf
 
 from pocketrec.core.errors import ConversionError
 
@@ -59,21 +60,19 @@ class SteppedModel:
                 raise ValueError("every history must have at least one event")
             by_length[len(hist)].append(index)
         model = self.sequence_model
-        dtypes = [x.dtype for x in model.inputs]
+        dtypes = [keras.backend.standardize_dtype(x.dtype) for x in model.inputs]
+        # one graph for every batch shape: run eagerly, a recurrent layer loops in Python
+        run = tf.function(
+            lambda *xs: model(list(xs) if len(xs) > 1 else xs[0], training=False),
+            input_signature=[tf.TensorSpec((None, None), d) for d in dtypes],
+            autograph=False,
+        )
         out: list[npt.NDArray[np.float32] | None] = [None] * len(items)
         for rows in by_length.values():
             for start in range(0, len(rows), EVAL_BATCH):
                 chunk = rows[start : start + EVAL_BATCH]
-                x_items = np.stack([items[r] for r in chunk])
-                x_events = np.stack([events[r] for r in chunk])
-                both: list[npt.NDArray[Any]] = [x_items, x_events]
-                arrays = both[: len(dtypes)]
-                inputs = [
-                    a.astype(keras.backend.standardize_dtype(d))
-                    for a, d in zip(arrays, dtypes, strict=True)
-                ]
-                fed = inputs if len(inputs) > 1 else inputs[0]  # as the model was built
-                users = keras.ops.convert_to_numpy(model(fed, training=False))
+                both = [np.stack([items[r] for r in chunk]), np.stack([events[r] for r in chunk])]
+                users = run(*[a.astype(d) for a, d in zip(both, dtypes, strict=False)]).numpy()
                 last = users[:, -1, :] if users.ndim == 3 else users
                 for r, user in zip(chunk, last, strict=True):
                     out[r] = user
