@@ -27,11 +27,15 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pocketrec import __version__
 from pocketrec.core.errors import PocketrecError
 from pocketrec.native import backends, registry
 from pocketrec.runtime.feedback import DEFAULT_DEMOTION
+
+if TYPE_CHECKING:
+    from pocketrec.converter.pipeline import ExportResult
 
 
 def _cmd_backends(_args: argparse.Namespace) -> int:
@@ -87,16 +91,21 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    from pocketrec.converter.pipeline import export_bundle
+    if (args.model_dir is None) == (args.saved_model is None):
+        raise ValueError("give a model directory or --saved-model DIR (one of them)")
+    if args.saved_model is not None:
+        result = _convert_saved_model(args)
+    else:
+        from pocketrec.converter.pipeline import export_bundle
 
-    result = export_bundle(
-        args.model_dir,
-        args.out,
-        model_dtype=args.model_dtype,
-        catalog_dtype=args.catalog_dtype,
-        model_version=args.model_version,
-        overwrite=args.force,
-    )
+        result = export_bundle(
+            args.model_dir,
+            args.out,
+            model_dtype=args.model_dtype,
+            catalog_dtype=args.catalog_dtype,
+            model_version=args.model_version,
+            overwrite=args.force,
+        )
     m = result.manifest
     print(
         f"bundle {result.path}: model version {m.model_version}, {m.num_items} items, "
@@ -109,6 +118,36 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if stage in m.metrics:
             _print_metrics(f"bundle as shipped, {stage}", m.metrics[stage])
     return 0
+
+
+def _convert_saved_model(args: argparse.Namespace) -> ExportResult:
+    """``convert --saved-model``: anyone's step model with its catalog and item ids."""
+    import numpy as np
+
+    from pocketrec.converter import export
+    from pocketrec.core import load
+    from pocketrec.core.events import EVENT_NAMES
+
+    if args.catalog is None or args.items is None:
+        raise ValueError("--saved-model needs --catalog CATALOG.npy and --items ITEMS.json")
+    item_ids = json.loads(args.items.read_text(encoding="utf-8"))
+    titles = None if args.titles is None else json.loads(args.titles.read_text(encoding="utf-8"))
+    validation = None if args.data is None else load(args.data, format=args.format)[0]
+    return export(
+        args.saved_model,
+        catalog=np.load(args.catalog, allow_pickle=False),
+        item_ids=item_ids,
+        out=args.out,
+        initial_state=None if args.initial_state is None else np.load(args.initial_state),
+        initial_user=None if args.initial_user is None else np.load(args.initial_user),
+        event_types=EVENT_NAMES[: args.event_types],
+        validation=validation,
+        titles=titles,
+        catalog_dtype=args.catalog_dtype,
+        model_dtype=args.model_dtype,
+        model_version=args.model_version,
+        overwrite=args.force,
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -380,7 +419,21 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     cv = sub.add_parser("convert", help="export a trained model to an on-device bundle")
-    cv.add_argument("model_dir", type=Path, help="directory written by `pocketrec train`")
+    cv.add_argument(
+        "model_dir", type=Path, nargs="?", help="directory written by `pocketrec train`"
+    )
+    byom = cv.add_argument_group("bring your own model (see README)")
+    byom.add_argument("--saved-model", type=Path, help="SavedModel with a signature `step`")
+    byom.add_argument("--catalog", type=Path, help=".npy float32 [N, D]: one row per item")
+    byom.add_argument("--items", type=Path, help="JSON list of the N item ids, in row order")
+    byom.add_argument("--titles", type=Path, help="JSON list of N titles (optional)")
+    byom.add_argument("--initial-state", type=Path, help=".npy [H] (default zeros)")
+    byom.add_argument("--initial-user", type=Path, help=".npy [D] (default zeros)")
+    byom.add_argument(
+        "--event-types", type=int, default=6, help="event codes the model takes (default 6)"
+    )
+    byom.add_argument("--data", type=Path, help="dataset for the parity gate and metrics")
+    byom.add_argument("--format", default="auto", help="format of --data (default auto)")
     cv.add_argument("--out", required=True, type=Path, help="bundle directory to write")
     cv.add_argument("--model-dtype", choices=("float32", "float16", "int8"), default="float32")
     cv.add_argument("--catalog-dtype", choices=("float32", "int8"), default="float32")

@@ -7,6 +7,7 @@ violation is a ConversionError that says what to change."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ pytest.importorskip("tensorflow", reason="the converter needs the `convert` extr
 import keras
 import tensorflow as tf
 
+from pocketrec.cli import main
 from pocketrec.converter import ConversionError, export, step_form
 from pocketrec.converter.parity import parity_gate
 from pocketrec.core.heldout import StageData
@@ -341,3 +343,26 @@ def test_arguments_are_checked_before_any_conversion(tmp_path: Path) -> None:
     with pytest.raises(ConversionError, match="pass initial_state"):
         export(Decay(), catalog=_catalog(), item_ids=IDS, out=out)
     assert not out.exists()
+
+
+def test_cli_converts_a_saved_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    module = Decay()
+    tf.saved_model.save(module, str(tmp_path / "saved"), signatures={"step": module.step})
+    np.save(tmp_path / "catalog.npy", _catalog())
+    (tmp_path / "items.json").write_text(json.dumps(IDS))
+    np.save(tmp_path / "s0.npy", np.full(6, 0.25, np.float32))
+    args = ["convert", "--saved-model", str(tmp_path / "saved"), "--catalog",
+            str(tmp_path / "catalog.npy"), "--items", str(tmp_path / "items.json"),
+            "--initial-state", str(tmp_path / "s0.npy"), "--event-types", "2",
+            "--out", str(tmp_path / "b"), "--model-version", "3"]  # fmt: skip
+    assert main(args) == 0
+    assert "parity vs Keras: users=32" in capsys.readouterr().out
+    bundle = open_bundle(tmp_path / "b")
+    assert (bundle.manifest.model_version, bundle.manifest.event_types) == (3, ["view", "click"])
+    history = np.array([2, 7], np.int32)
+    _state, user = bundle.step.replay(history, np.ones(2, np.int8))
+    np.testing.assert_allclose(user, _decay_reference(module, np.full(6, 0.25), history), atol=1e-4)
+    assert main(["convert", "--out", str(tmp_path / "c")]) == 2
+    assert "give a model directory or --saved-model DIR" in capsys.readouterr().err
+    assert main(["convert", "--saved-model", str(tmp_path / "saved"), "--out", "x"]) == 2
+    assert "--saved-model needs --catalog" in capsys.readouterr().err
