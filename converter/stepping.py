@@ -71,7 +71,10 @@ class SteppedModel:
         for rows in by_length.values():
             for start in range(0, len(rows), EVAL_BATCH):
                 chunk = rows[start : start + EVAL_BATCH]
-                both = [np.stack([items[r] for r in chunk]), np.stack([events[r] for r in chunk])]
+                both: list[npt.NDArray[Any]] = [
+                    np.stack([items[r] for r in chunk]),
+                    np.stack([events[r] for r in chunk]),
+                ]
                 users = run(*[a.astype(d) for a, d in zip(both, dtypes, strict=False)]).numpy()
                 last = users[:, -1, :] if users.ndim == 3 else users
                 for r, user in zip(chunk, last, strict=True):

@@ -76,8 +76,8 @@ class RuntimeBundles:
     def build(self, work: Path) -> None:
         """Train and export the bundles (needs TensorFlow; about 10 s)."""
         from pocketrec.converter import model_dir
-        from pocketrec.converter.pipeline import export_bundle
         from pocketrec.converter.model import ModelConfig
+        from pocketrec.converter.pipeline import export_bundle
         from pocketrec.converter.training import train
         from pocketrec.core import leave_one_out, synthetic, write_csv
 
