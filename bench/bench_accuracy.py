@@ -21,8 +21,8 @@ import tempfile
 from pathlib import Path
 
 from pocketrec.converter import model_dir
-from pocketrec.converter.export import export_bundle
 from pocketrec.converter.model import ModelConfig
+from pocketrec.converter.pipeline import export_bundle
 from pocketrec.converter.sasrec import SASRec
 from pocketrec.converter.training import evaluate_model, fit, train
 from pocketrec.core import leave_one_out, load

@@ -88,8 +88,8 @@ def train_step_bundle(root: Path, seed: int, items: int) -> Path:
     """A small trained bundle of the default model (state ``S``, user vectors ``D + 1``) with
     ``items`` items: trained on about 150 of them, the others (``synthetic-*``) never seen."""
     from pocketrec.converter import model_dir
-    from pocketrec.converter.export import export_bundle
     from pocketrec.converter.model import ModelConfig
+    from pocketrec.converter.pipeline import export_bundle
     from pocketrec.converter.training import train
     from pocketrec.core import leave_one_out, synthetic
 

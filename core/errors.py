@@ -41,6 +41,12 @@ class BundleError(PocketrecError, ValueError):
     """A bundle directory is incomplete, corrupted or of an unsupported format (names the file)."""
 
 
+class ConversionError(PocketrecError, ValueError):
+    """A model cannot become a bundle (a signature that breaks the step contract, a state that
+    does not round-trip, an op TFLite lacks, a failed parity gate): the message says what to
+    change."""
+
+
 class StorageError(PocketrecError, RuntimeError):
     """The device store could not do what was asked: its file cannot be opened or read, is locked
     by another process for too long, is not a pocketrec store, or the store is closed. The message

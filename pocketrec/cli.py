@@ -32,7 +32,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pocketrec import __version__
 from pocketrec.converter.config import BATCHING, CELLS, ModelConfig
@@ -43,6 +43,9 @@ from pocketrec.core.optional import missing_dependency, require
 from pocketrec.core.third_party_logs import VERBOSE_ENV, import_tensorflow, quiet_tensorflow
 from pocketrec.native import backends, registry
 from pocketrec.runtime.feedback import DEFAULT_DEMOTION
+
+if TYPE_CHECKING:
+    from pocketrec.converter.pipeline import ExportResult
 
 _SERVER_MODULES = ("starlette", "uvicorn", "prometheus_client")
 _NEEDS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -138,19 +141,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
-    _existing(args.model_dir, "MODEL_DIR", folder=True)
+    if (args.model_dir is None) == (args.saved_model is None):
+        raise ValueError("give a model directory or --saved-model DIR (one of them)")
+    if args.saved_model is not None:
+        _existing(args.saved_model, "--saved-model", folder=True)
+        if args.catalog is None or args.items is None:
+            raise ValueError("--saved-model needs --catalog CATALOG.npy and --items ITEMS.json")
+        _existing(args.catalog, "--catalog", folder=False)
+        _existing(args.items, "--items", folder=False)
+    else:
+        _existing(args.model_dir, "MODEL_DIR", folder=True)
     _writable_out(args.out, args.force)
     import_tensorflow()
-    from pocketrec.converter.export import export_bundle
+    if args.saved_model is not None:
+        result = _convert_saved_model(args)
+    else:
+        from pocketrec.converter.pipeline import export_bundle
 
-    result = export_bundle(
-        args.model_dir,
-        args.out,
-        model_dtype=args.model_dtype,
-        catalog_dtype=args.catalog_dtype,
-        model_version=args.model_version,
-        overwrite=args.force,
-    )
+        result = export_bundle(
+            args.model_dir,
+            args.out,
+            model_dtype=args.model_dtype,
+            catalog_dtype=args.catalog_dtype,
+            model_version=args.model_version,
+            overwrite=args.force,
+        )
     m = result.manifest
     print(
         f"bundle {result.path}: model version {m.model_version}, {m.num_items} items, "
@@ -163,6 +178,34 @@ def _cmd_convert(args: argparse.Namespace) -> int:
         if stage in m.metrics:
             _print_metrics(f"bundle as shipped, {stage}", m.metrics[stage])
     return 0
+
+
+def _convert_saved_model(args: argparse.Namespace) -> ExportResult:
+    """``convert --saved-model``: anyone's step model with its catalog and item ids."""
+    import numpy as np
+
+    from pocketrec.converter import export
+    from pocketrec.core import load
+    from pocketrec.core.events import EVENT_NAMES
+
+    item_ids = json.loads(args.items.read_text(encoding="utf-8"))
+    titles = None if args.titles is None else json.loads(args.titles.read_text(encoding="utf-8"))
+    validation = None if args.data is None else load(args.data, format=args.format)[0]
+    return export(
+        args.saved_model,
+        catalog=np.load(args.catalog, allow_pickle=False),
+        item_ids=item_ids,
+        out=args.out,
+        initial_state=None if args.initial_state is None else np.load(args.initial_state),
+        initial_user=None if args.initial_user is None else np.load(args.initial_user),
+        event_types=EVENT_NAMES[: args.event_types],
+        validation=validation,
+        titles=titles,
+        catalog_dtype=args.catalog_dtype,
+        model_dtype=args.model_dtype,
+        model_version=args.model_version,
+        overwrite=args.force,
+    )
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
@@ -515,7 +558,23 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_cmd_train)
 
     cv = _command(sub, "convert", "export a trained model to an on-device bundle (extra: convert)")
-    cv.add_argument("model_dir", type=Path, help="model folder written by pocketrec train")
+    cv.add_argument(
+        "model_dir", type=Path, nargs="?", help="model folder written by pocketrec train"
+    )
+    byom = cv.add_argument_group("bring your own model (see the README)")
+    byom.add_argument(
+        "--saved-model", type=Path, help="a SavedModel with a step signature (instead of MODEL_DIR)"
+    )
+    byom.add_argument("--catalog", type=Path, help=".npy float32 [N, D]: one row per item")
+    byom.add_argument("--items", type=Path, help="JSON list of the N item ids, in row order")
+    byom.add_argument("--titles", type=Path, help="JSON list of N titles (default: none)")
+    byom.add_argument("--initial-state", type=Path, help=".npy [H] (default: zeros)")
+    byom.add_argument("--initial-user", type=Path, help=".npy [D] (default: zeros)")
+    byom.add_argument("--event-types", type=int, default=6, help="event codes the model takes")
+    byom.add_argument(
+        "--data", type=Path, help="dataset for the parity gate and metrics (default: random)"
+    )
+    byom.add_argument("--format", choices=_FORMATS, default="auto", help=_FORMAT_HELP)
     cv.add_argument("--out", required=True, type=Path, help="bundle folder to write")
     cv.add_argument(
         "--model-dtype",

@@ -68,8 +68,8 @@ def train_version(
     bundle per catalog dtype into ``work/bundle-<dtype>`` (float32 step model, parity gate)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from pocketrec.converter import model_dir
-    from pocketrec.converter.export import export_bundle
     from pocketrec.converter.model import ModelConfig
+    from pocketrec.converter.pipeline import export_bundle
     from pocketrec.converter.training import train
     from pocketrec.core.split import leave_one_out
 

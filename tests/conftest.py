@@ -23,6 +23,8 @@ SLOW_MODULES = frozenset(
         "test_training_batches.py",
         "test_weight_average.py",
         "test_training_stop.py",
+        "test_converter_byom.py",
+        "test_examples.py",
         "test_demo.py",  # the whole loop: trains twice, serves, syncs devices
         # crash and power-loss soaks, the benchmark harness, property-based fuzzing
         "test_storage_crash.py",
@@ -155,8 +157,8 @@ class RuntimeBundles:
     def build(self, work: Path) -> None:
         """Train and export the bundles (needs TensorFlow; about 10 s)."""
         from pocketrec.converter import model_dir
-        from pocketrec.converter.export import export_bundle
         from pocketrec.converter.model import ModelConfig
+        from pocketrec.converter.pipeline import export_bundle
         from pocketrec.converter.training import train
         from pocketrec.core import leave_one_out, synthetic, write_csv
 

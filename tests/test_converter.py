@@ -17,16 +17,19 @@ pytest.importorskip("tensorflow", reason="the converter needs the `convert` extr
 
 from pocketrec.cli import main
 from pocketrec.converter import model_dir
-from pocketrec.converter.export import ExportError, convert_step_model, export_bundle, parity_check
 from pocketrec.converter.model import InterestModel, ModelConfig
-from pocketrec.converter.training import evaluate_model, train
+from pocketrec.converter.parity import parity_gate
+from pocketrec.converter.pipeline import convert_step_model, export_bundle
+from pocketrec.converter.training import evaluate_model, train, user_vectors
 from pocketrec.core import bundle as fmt
 from pocketrec.core import leave_one_out, synthetic, write_csv
-from pocketrec.core.errors import BundleError
-from pocketrec.core.heldout import HeldOut
+from pocketrec.core.errors import BundleError, ConversionError
+from pocketrec.core.heldout import HeldOut, StageData
 from pocketrec.core.metrics import popularity_baseline
 from pocketrec.native.int8 import Int8Items
 from pocketrec.runtime.bundle import open_bundle
+from pocketrec.runtime.evaluation import replay_user_vectors
+from pocketrec.runtime.step import StepModel
 
 TINY = {
     "embedding_dim": 16,
@@ -91,12 +94,16 @@ def test_bundle_round_trip(trained: Path, bundle_dir: Path) -> None:
     assert m.metrics["parity"]["max_abs_diff"] <= 1e-4
 
 
+def _parity(model: InterestModel, tflite: bytes, data: StageData) -> dict[str, float]:
+    keras_users = user_vectors(model, data.items, data.events)
+    lite_users = replay_user_vectors(StepModel(tflite), data.items, data.events)
+    return parity_gate(keras_users, lite_users, model.catalog(), data.excluded, "float32")
+
+
 def test_step_model_replay_matches_keras_sequence_model(trained: Path, bundle_dir: Path) -> None:
     loaded = model_dir.load(trained)
     valid = loaded.heldout.stage("valid").subset(50)
-    result = parity_check(
-        loaded.model, (bundle_dir / fmt.STEP_MODEL).read_bytes(), valid, "float32"
-    )
+    result = _parity(loaded.model, (bundle_dir / fmt.STEP_MODEL).read_bytes(), valid)
     assert result["max_abs_diff"] <= 1e-4
     assert result["top10_overlap"] == 1.0
 
@@ -105,8 +112,8 @@ def test_parity_gate_rejects_a_model_with_other_weights(trained: Path) -> None:
     loaded = model_dir.load(trained)
     other = InterestModel(ModelConfig(num_items=150, **{**TINY, "seed": 99}))
     wrong = convert_step_model(other)
-    with pytest.raises(ExportError, match="parity check failed"):
-        parity_check(loaded.model, wrong, loaded.heldout.stage("valid").subset(20), "float32")
+    with pytest.raises(ConversionError, match="parity check failed"):
+        _parity(loaded.model, wrong, loaded.heldout.stage("valid").subset(20))
 
 
 @pytest.mark.parametrize(

@@ -13,9 +13,9 @@ pytest.importorskip("tensorflow", reason="the converter needs the `convert` extr
 
 import keras
 
-from pocketrec.converter.export import convert_step_model
 from pocketrec.converter.lru import LinearRecurrence
 from pocketrec.converter.model import InterestModel, ModelConfig
+from pocketrec.converter.pipeline import convert_step_model
 from pocketrec.runtime.evaluation import replay_user_vectors
 from pocketrec.runtime.step import StepModel
 
