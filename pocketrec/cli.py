@@ -563,10 +563,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     byom = cv.add_argument_group("bring your own model (see the README)")
     byom.add_argument(
-        "--saved-model", type=Path, help="a SavedModel with a step signature (instead of MODEL_DIR)"
+        "--saved-model",
+        type=Path,
+        help="a SavedModel with a step signature (default: none, MODEL_DIR is converted)",
     )
-    byom.add_argument("--catalog", type=Path, help=".npy float32 [N, D]: one row per item")
-    byom.add_argument("--items", type=Path, help="JSON list of the N item ids, in row order")
+    byom.add_argument(
+        "--catalog",
+        type=Path,
+        help=".npy float32 [N, D], a row per item (default: none; needed with --saved-model)",
+    )
+    byom.add_argument(
+        "--items",
+        type=Path,
+        help="JSON list of the N item ids in row order (default: none; needed with --saved-model)",
+    )
     byom.add_argument("--titles", type=Path, help="JSON list of N titles (default: none)")
     byom.add_argument("--initial-state", type=Path, help=".npy [H] (default: zeros)")
     byom.add_argument("--initial-user", type=Path, help=".npy [D] (default: zeros)")
