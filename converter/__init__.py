@@ -2,11 +2,29 @@
 
 The public entry point for anyone's model is :func:`export` (see ``pipeline.py``); a model
 directory written by ``pocketrec train`` goes through :func:`export_bundle`, the same pipeline.
+
+Importing this package does not import TensorFlow or Keras (the CLI reads ``converter.config``
+for its help without them): the names below load their module on first use.
 """
 
-from pocketrec.converter.pipeline import ExportResult, export, export_bundle
-from pocketrec.converter.stepping import SteppedModel, step_form
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from pocketrec.core.errors import ConversionError
+
+if TYPE_CHECKING:
+    from pocketrec.converter.pipeline import ExportResult, export, export_bundle
+    from pocketrec.converter.stepping import SteppedModel, step_form
+
+_LAZY = {
+    "ExportResult": "pipeline",
+    "export": "pipeline",
+    "export_bundle": "pipeline",
+    "SteppedModel": "stepping",
+    "step_form": "stepping",
+}
 
 __all__ = [
     "ConversionError",
@@ -16,3 +34,13 @@ __all__ = [
     "export_bundle",
     "step_form",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load ``name`` from its module (which imports TensorFlow) the first time it is asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
