@@ -17,6 +17,13 @@ floats: 12.8 GB at T = 5,000). Machines are shared and noisy: compare medians an
 columns (µs per event should stay about flat as T grows if the cost is linear).
 
     python bench/bench_lru_length.py [--lengths 100,200,500,1000,2000,5000] [--repeats 3]
+
+With ``--data PATH`` (a dataset ``pocketrec train`` reads) it instead times one validation pass
+over that dataset's validation histories (``training.evaluate_model``, what every epoch runs) with
+the chunked form and with the whole-history Toeplitz form, interleaved in one process (median of
+``--repeats``; the old form is batched like the new one, at most 32,768 positions per batch):
+
+    python bench/bench_lru_length.py --data ../shared/data/ml-100k --repeats 3
 """
 
 from __future__ import annotations
@@ -84,6 +91,40 @@ def _cell(form: str, length: int, train_rows: int, valid_rows: int, repeats: int
     return {"train_s": train, "valid_s": valid, "peak_mb": peak_mb}
 
 
+def _dataset(path: str, repeats: int) -> None:
+    """Validation pass on a real dataset, chunked vs whole-history form, interleaved."""
+    from pocketrec.converter.model import InterestModel, ModelConfig
+    from pocketrec.converter.training import evaluate_model
+    from pocketrec.core import leave_one_out, load
+    from pocketrec.core.heldout import HeldOut
+
+    data, _ = load(path)
+    valid = HeldOut.from_split(leave_one_out(data)).stage("valid")
+    longest = max(len(h) for h in valid.items)
+    # Two models with equal weights (same seed); the chunk is read when the pass is compiled.
+    forms = {"chunked": InterestModel(ModelConfig(num_items=data.num_items))}
+    forms["toeplitz"] = InterestModel(ModelConfig(num_items=data.num_items))
+    for block in forms["toeplitz"].blocks:
+        block.recurrence.chunk = longest
+    times: dict[str, list[float]] = {form: [] for form in forms}
+    metrics = {}
+    for _ in range(repeats + 1):  # the first round traces and warms up
+        for form, model in forms.items():
+            start = time.perf_counter()
+            metrics[form] = evaluate_model(model, valid)
+            times[form].append(time.perf_counter() - start)
+    events = sum(len(h) for h in valid.items)
+    print(f"{path}: {len(valid.items)} validation histories, {events} events, longest {longest}")
+    for form in forms:
+        print(
+            f"{form}: validation pass median {statistics.median(times[form][1:]):.2f} s "
+            f"(runs {', '.join(f'{t:.2f}' for t in times[form][1:])}), "
+            f"ndcg@10 {metrics[form]['ndcg@10']:.6f}"
+        )
+    ratio = statistics.median(times["toeplitz"][1:]) / statistics.median(times["chunked"][1:])
+    print(f"toeplitz / chunked: {ratio:.1f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lengths", default="100,200,500,1000,2000,5000")
@@ -91,8 +132,12 @@ def main() -> None:
     parser.add_argument("--valid-rows", type=int, default=32, help="histories validated")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--old-max", type=int, default=500, help="longest T for the old form")
+    parser.add_argument("--data", help="time a validation pass on this dataset instead")
     parser.add_argument("--cell", nargs=2, metavar=("FORM", "T"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.data:
+        _dataset(args.data, args.repeats)
+        return
     if args.cell:
         form, length = args.cell[0], int(args.cell[1])
         print(json.dumps(_cell(form, length, args.train_rows, args.valid_rows, args.repeats)))
