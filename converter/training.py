@@ -162,9 +162,12 @@ def _inference(sequence_model: keras.Model) -> Callable[..., Any]:
     at each row's last event, compiled once per model for any ``B`` and ``T``."""
     if sequence_model not in _INFERENCE:
         spec = tf.TensorSpec((None, None), tf.int32)
+        owner = weakref.ref(sequence_model)  # a strong one would keep the cache's key alive
 
         def last(items: tf.Tensor, events: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-            seq = sequence_model([items, events], training=False)
+            model = owner()
+            assert model is not None, "called through the cache, which holds only live models"
+            seq = model([items, events], training=False)
             return tf.gather(seq, lengths - 1, axis=1, batch_dims=1)
 
         _INFERENCE[sequence_model] = tf.function(

@@ -5,7 +5,9 @@ choice."""
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import numpy as np
 import pytest
@@ -246,3 +248,12 @@ def test_each_weight_matrix_gets_its_own_initial_values() -> None:
                 assert not np.allclose(mats[i], mats[j])
         if std > 0:
             assert max(np.abs(m).max() for m in mats) <= 2 * std
+
+
+def test_the_compiled_user_vector_pass_does_not_keep_a_model_alive() -> None:
+    model = InterestModel(ModelConfig(num_items=40, **SMALL))
+    user_vectors(model, [np.arange(5, dtype=np.int32)], [np.zeros(5, np.int8)])
+    alive = weakref.ref(model.sequence_model)
+    del model
+    gc.collect()
+    assert alive() is None
