@@ -11,10 +11,15 @@ the normalisation ``gamma`` initialised to ``sqrt(1 - |λ|²)`` (Orvieto et al.,
 recurrent neural networks for long sequences"; used for recommendation by Yue et al., 2024,
 "Linear recurrent units for sequential recommendation").
 
-Training runs the recurrence for all positions at once as a causal Toeplitz product,
-``h_t = Σ_{s≤t} λ^{t-s} u_s`` (one batched matmul per block, no sequential loop); the step
-model runs it one event at a time on the real and imaginary parts (``[2N]`` floats per block),
-which is what TFLite gets (built-in ops only: matmul, mul, add, mean, rsqrt, tanh).
+The sequence form (training, validation, evaluation) runs the recurrence for all positions as a
+*chunked scan*: the history is cut into chunks of ``C`` events (``C = min(T, chunk)``); within a
+chunk the state from zero is a causal Toeplitz product ``Σ_{s≤t} λ^{t-s} u_s`` (one batched
+matmul with a ``[C, C, N]`` kernel), and across chunks a scan carries the state entering each
+chunk, ``H_k = λ^C H_{k-1} + (chunk k's own end state)``, adding ``λ^{t+1} H_{k-1}`` to position
+``t`` of chunk ``k``. Time O(T·C·N), memory O(T·N) per sequence (the plain Toeplitz form over the
+whole history was O(T²·N) in both). The step model runs the recurrence one event at a time on the
+real and imaginary parts (``[2N]`` floats per block), which is what TFLite gets (built-in ops
+only: matmul, mul, add, mean, rsqrt, tanh); it is the sequence form's parity reference.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import numpy as np
 from keras import ops
 
 R_MAX = 0.99  # initial |λ| is drawn in [r_min, R_MAX]
+CHUNK = 64  # events per chunk of the sequence form's scan (bench/bench_lru_length.py)
 
 
 def weight_init(std: float, seed: int) -> keras.initializers.Initializer:
@@ -47,10 +53,14 @@ class LinearRecurrence(keras.layers.Layer):
         r_min: float,
         seed: int,
         init_std: float = 0.0,
+        chunk: int = CHUNK,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if chunk < 1:
+            raise ValueError(f"chunk must be >= 1 event, got {chunk}")
         self.init_std = init_std
+        self.chunk = chunk
         self.state_size = state_size
         self.r_min = r_min
         self.seed = seed
@@ -95,23 +105,53 @@ class LinearRecurrence(keras.layers.Layer):
         followed by the new state."""
         if isinstance(x, list | tuple):
             return self._step(*x)
-        u_re, u_im = self._inputs(x)
-        t = ops.shape(x)[1]
-        pos = ops.arange(t, dtype="float32")
-        lag = ops.expand_dims(pos, 1) - ops.expand_dims(pos, 0)  # [T, T], t - s
-        causal = ops.cast(lag >= 0, "float32")
-        lag = ops.expand_dims(ops.maximum(lag, 0.0), -1)  # [T, T, 1]
-        nu = ops.exp(self.nu_log)
-        cos, sin = ops.cos(lag * self.theta), ops.sin(lag * self.theta)  # [T, T, N]
-        decay = ops.exp(-lag * nu) * ops.expand_dims(causal, -1)  # [T, T, N]
-        k_re, k_im = decay * cos, decay * sin
+        return self._read_out(*self._scan(*self._inputs(x)))
 
-        def conv(k: Any, u: Any) -> Any:
-            return ops.einsum("tsn,bsn->btn", k, u)
+    def _powers(self, lag: Any) -> tuple[Any, Any]:
+        """``λ^lag`` (real, imaginary) ``[..., N]`` for float32 lags ``[..., 1]`` (``lag >= 0``)."""
+        decay = ops.exp(-lag * ops.exp(self.nu_log))
+        return decay * ops.cos(lag * self.theta), decay * ops.sin(lag * self.theta)
+
+    def _scan(self, u_re: Any, u_im: Any) -> tuple[Any, Any]:
+        """States ``h_t = λ h_{t-1} + u_t`` from ``h_{-1} = 0`` for inputs ``[B, T, N]`` (real,
+        imaginary) → ``[B, T, N]`` each, by the chunked scan of the module docstring."""
+        b, t, n = ops.shape(u_re)[0], ops.shape(u_re)[1], self.state_size
+        c = ops.minimum(t, self.chunk)
+        k = (t + c - 1) // c
+        pad = [[0, 0], [0, k * c - t], [0, 0]]
+        u_re = ops.reshape(ops.pad(u_re, pad), (b, k, c, n))
+        u_im = ops.reshape(ops.pad(u_im, pad), (b, k, c, n))
+        # Within a chunk, from state zero: the causal Toeplitz product with kernel λ^(t-s).
+        pos = ops.arange(c, dtype="float32")
+        lag = ops.expand_dims(pos, 1) - ops.expand_dims(pos, 0)  # [C, C], t - s
+        causal = ops.expand_dims(ops.cast(lag >= 0, "float32"), -1)
+        k_re, k_im = self._powers(ops.expand_dims(ops.maximum(lag, 0.0), -1))  # [C, C, N]
+        k_re, k_im = k_re * causal, k_im * causal
+
+        def conv(kernel: Any, u: Any) -> Any:
+            return ops.einsum("tsn,bksn->bktn", kernel, u)
 
         h_re = conv(k_re, u_re) - conv(k_im, u_im)
         h_im = conv(k_re, u_im) + conv(k_im, u_re)
-        return self._read_out(h_re, h_im)
+        # Across chunks: H_{k-1} enters chunk k (H_{-1} = 0, H_k = λ^C H_{k-1} + end_k).
+        a, s = self._powers(ops.reshape(ops.cast(c, "float32"), (1,)))
+
+        def carry(h: Any, end: Any) -> tuple[Any, Any]:  # [B, 2N]: real parts, then imaginary
+            h_re, h_im = h[:, :n], h[:, n:]
+            new = ops.concatenate([a * h_re - s * h_im, s * h_re + a * h_im], axis=-1)
+            return new + end, h
+
+        # One tensor per scan input and output (Keras' TF scan mis-checks several with unknown K).
+        ends = ops.transpose(ops.concatenate([h_re[:, :, -1], h_im[:, :, -1]], -1), (1, 0, 2))
+        _, entering = ops.scan(carry, ops.zeros((b, 2 * n), dtype=h_re.dtype), ends)
+        entering = ops.expand_dims(ops.transpose(entering, (1, 0, 2)), 2)  # [B, K, 1, 2N]
+        in_re, in_im = entering[..., :n], entering[..., n:]
+        p_re, p_im = self._powers(ops.expand_dims(pos + 1.0, -1))  # [C, N]: λ^(t+1)
+        h_re = h_re + p_re * in_re - p_im * in_im
+        h_im = h_im + p_re * in_im + p_im * in_re
+        h_re = ops.reshape(h_re, (b, k * c, n))[:, :t]
+        h_im = ops.reshape(h_im, (b, k * c, n))[:, :t]
+        return h_re, h_im
 
     def _step(self, x: Any, h: Any) -> Any:
         n = self.state_size

@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ from pocketrec.core.split import Split
 from pocketrec.runtime.evaluation import evaluate_user_vectors
 
 Loss = Literal["full", "sampled"]
-EVAL_BATCH = 512
+EVAL_BATCH = 512  # most histories per inference batch
+EVAL_EVENTS = 32768  # most padded positions per inference batch (bounds its memory)
 
 
 class Trainable(Protocol):
@@ -119,24 +121,59 @@ def length_batches(
 def user_vectors(
     model: Trainable, items: list[npt.NDArray[np.int32]], events: list[npt.NDArray[np.int8]]
 ) -> npt.NDArray[np.float32]:
-    """User vectors ``[U, D + 1]`` after each whole history (inference mode, batched by length)."""
+    """User vectors ``[U, D + 1]`` float32 after each whole history (inference mode).
+
+    Histories are batched by similar length, at most ``EVAL_BATCH`` of them and ``EVAL_EVENTS``
+    padded positions per batch (one history alone if it is longer), so memory grows with the
+    longest history, not with the number of users."""
     lengths = np.array([len(h) for h in items], dtype=np.int64)
     if (lengths < 1).any():
         raise ValueError("every history must have at least one event")
     out = np.zeros((len(items), model.config.catalog_dim), dtype=np.float32)
     order = np.argsort(lengths, kind="stable")
-    for start in range(0, len(order), EVAL_BATCH):
-        rows = order[start : start + EVAL_BATCH]
+    start = 0
+    while start < len(order):
+        # Sorted by length: the batch's last row is its widest.
+        count = 1
+        while (
+            count < EVAL_BATCH
+            and start + count < len(order)
+            and (count + 1) * lengths[order[start + count]] <= EVAL_EVENTS
+        ):
+            count += 1
+        rows = order[start : start + count]
+        start += count
         width = int(lengths[rows].max())
         x_items = np.zeros((len(rows), width), np.int32)
         x_events = np.zeros((len(rows), width), np.int32)
         for r, row in enumerate(rows):
             x_items[r, : lengths[row]] = items[row]
             x_events[r, : lengths[row]] = events[row]
-        seq = model.sequence_model([x_items, x_events], training=False)
-        seq = keras.ops.convert_to_numpy(seq)
-        out[rows] = seq[np.arange(len(rows)), lengths[rows] - 1]
+        last = _inference(model.sequence_model)(x_items, x_events, lengths[rows].astype(np.int32))
+        out[rows] = keras.ops.convert_to_numpy(last)
     return out
+
+
+_INFERENCE: weakref.WeakKeyDictionary[keras.Model, Callable[..., Any]] = weakref.WeakKeyDictionary()
+
+
+def _inference(sequence_model: keras.Model) -> Callable[..., Any]:
+    """``(items [B, T], events [B, T], lengths [B]) → [B, D + 1]``: the sequence model's output
+    at each row's last event, compiled once per model for any ``B`` and ``T``."""
+    if sequence_model not in _INFERENCE:
+        spec = tf.TensorSpec((None, None), tf.int32)
+        owner = weakref.ref(sequence_model)  # a strong one would keep the cache's key alive
+
+        def last(items: tf.Tensor, events: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+            model = owner()
+            assert model is not None, "called through the cache, which holds only live models"
+            seq = model([items, events], training=False)
+            return tf.gather(seq, lengths - 1, axis=1, batch_dims=1)
+
+        _INFERENCE[sequence_model] = tf.function(
+            last, input_signature=[spec, spec, tf.TensorSpec((None,), tf.int32)]
+        )
+    return _INFERENCE[sequence_model]
 
 
 def evaluate_model(model: Trainable, data: StageData) -> dict[str, float]:
