@@ -33,10 +33,21 @@ SLOW_MODULES = frozenset(
         "test_bench_server.py",
         "test_server_openapi.py",
         "test_sync_end_to_end.py",
+        # wait on real transport timeouts, slow clients, kills and restarts, or an emulator:
+        # hostile bodies and sockets, header/body/keep-alive deadlines, graceful shutdown,
+        # retry backoff, a killed export, PostgreSQL restarts, the C checks under qemu-aarch64
+        "test_server_hostile.py",
+        "test_server_transport.py",
+        "test_sync_keepalive.py",
+        "test_server_ops.py",
+        "test_sync_upload.py",
+        "test_feedback_export.py",
+        "test_server_postgres.py",
+        "test_native_c.py",
     }
 )
 """Test modules that are slow as a whole: they train with TensorFlow (and import it at module
-level), run the demo or a benchmark, or soak. Their tests are marked ``slow`` here, and when
+level), run the demo or a benchmark, soak, or wait on real timeouts and restarts. Their tests are marked ``slow`` here, and when
 ``-m`` deselects ``slow`` (``python -m pytest -m "not slow"``, the fast loop) they are not even
 imported, so the fast loop never loads TensorFlow. A slow test in another module carries
 ``@pytest.mark.slow`` itself. CI runs everything."""
