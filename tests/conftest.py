@@ -47,10 +47,10 @@ SLOW_MODULES = frozenset(
     }
 )
 """Test modules that are slow as a whole: they train with TensorFlow (and import it at module
-level), run the demo or a benchmark, soak, or wait on real timeouts and restarts. Their tests are marked ``slow`` here, and when
-``-m`` deselects ``slow`` (``python -m pytest -m "not slow"``, the fast loop) they are not even
-imported, so the fast loop never loads TensorFlow. A slow test in another module carries
-``@pytest.mark.slow`` itself. CI runs everything."""
+level), run the demo or a benchmark, soak, or wait on real timeouts and restarts. Their tests
+are marked ``slow`` here, and when ``-m`` deselects ``slow`` (``python -m pytest -m "not slow"``,
+the fast loop) they are not even imported, so the fast loop never loads TensorFlow. A slow test
+in another module carries ``@pytest.mark.slow`` itself. CI runs everything."""
 
 
 def _deselects_slow(config: pytest.Config) -> bool:
