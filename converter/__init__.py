@@ -9,10 +9,10 @@ for its help without them): the names below load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pocketrec.core.errors import ConversionError
+from pocketrec.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from pocketrec.converter.pipeline import ExportResult, export, export_bundle
@@ -36,11 +36,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load ``name`` from its module (which imports TensorFlow) the first time it is asked for."""
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, _LAZY)

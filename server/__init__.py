@@ -17,8 +17,9 @@ feedback export, device management) does not load the web stack and cryptography
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from pocketrec.core.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from pocketrec.server.app import create_app
@@ -68,9 +69,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """A public name, imported from its module on first use."""
-    module = _MODULES.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+__getattr__ = lazy_attributes(__name__, _MODULES)
