@@ -48,16 +48,17 @@ setup(
         "numba": ["numba>=0.58"],
         # pyarrow: `pocketrec train --data` reads a Parquet feedback export
         "convert": ["tensorflow-cpu>=2.16", "pyarrow>=15"],
-        # pyarrow: `pocketrec export-feedback --format parquet`
+        # pyarrow: `pocketrec export-feedback --format parquet`; orjson: reads upload bodies and
+        # writes each batch's rows for PostgreSQL (ten times faster than the json module)
         "server": [
             "starlette>=0.40",
             "uvicorn>=0.30",
             "prometheus-client>=0.20",
             "cryptography>=42",
             "pyarrow>=15",
+            "orjson>=3.9",
         ],
-        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool; orjson
-        # writes each batch's rows for the database (ten times faster than the json module)
+        # `pocketrec serve --db postgresql://...`: psycopg 3 and its connection pool
         "postgres": ["psycopg[binary]>=3.1", "psycopg-pool>=3.2", "orjson>=3.9"],
         # `pocketrec demo`: trains, serves and plots the whole loop
         "demo": [
@@ -67,6 +68,7 @@ setup(
             "prometheus-client>=0.20",
             "matplotlib>=3.8",
             "pyarrow>=15",
+            "orjson>=3.9",
         ],
         "dev": [
             # the kernel tests compare every backend

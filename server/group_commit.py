@@ -27,12 +27,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pocketrec.core.errors import StorageError
 from pocketrec.storage.connection import is_busy, storage_error
 
 T = TypeVar("T")
+P = TypeVar("P")
 
 MAX_GROUP_JOBS = 512
 """Writes committed together at most (a bound on one transaction's size and latency)."""
@@ -41,45 +42,52 @@ MAX_GROUP_ROWS = 20_000
 
 
 @dataclass
-class _Job:
-    work: Callable[[sqlite3.Connection], Any]
+class Job(Generic[P]):
+    """One queued write: what to write (``payload``), how many rows it counts, and the future
+    its submitter waits on."""
+
+    payload: P
     rows: int
     future: Future[Any] = field(default_factory=Future)
 
 
-class GroupCommitter:
-    """Runs writes on ``conn`` (owned from now on: only the committer thread touches it) in
-    shared transactions (module docstring). ``where`` names the file in errors."""
+class CommitQueue(Generic[P]):
+    """Writes queued by any thread and taken in groups by one committer thread, which hands each
+    group to ``commit`` (that resolves every job's future; a job it leaves unresolved, or all of
+    them if it raises, gets the exception). ``close`` calls ``on_close`` once the thread ended.
+    Shared by the SQLite (:class:`GroupCommitter`) and PostgreSQL group commits."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str, *, busy_timeout: float = 5.0) -> None:
-        self._conn = conn
+    def __init__(
+        self,
+        name: str,
+        where: str,
+        commit: Callable[[list[Job[P]]], None],
+        *,
+        on_close: Callable[[], None] | None = None,
+        max_jobs: int = MAX_GROUP_JOBS,
+        max_rows: int = MAX_GROUP_ROWS,
+    ) -> None:
         self._where = where
-        self.busy_timeout = busy_timeout
-        conn.execute("PRAGMA busy_timeout = 0")  # another process's write: polled in _begin
-        self._queue: collections.deque[_Job] = collections.deque()
+        self._commit = commit
+        self._on_close = on_close
+        self.max_jobs = max_jobs
+        self.max_rows = max_rows
+        self._queue: collections.deque[Job[P]] = collections.deque()
         self._wake = threading.Condition(threading.Lock())
         self._closing = False
         self.groups = 0
-        """Transactions committed or attempted so far (tests and benchmarks read it)."""
+        """Groups committed or attempted so far (tests and benchmarks read it)."""
         self.largest_group = 0
-        """The most writes one transaction carried so far."""
-        self._thread = threading.Thread(
-            target=self._loop, name=f"pocketrec-commit {where}", daemon=True
-        )
+        """The most writes one group carried so far."""
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable[[sqlite3.Connection], T], rows: int = 1) -> T:
-        """Run ``work(conn)`` in the next group and return its result once that group's
-        ``COMMIT`` is durable; re-raise what ``work`` raised (``sqlite3.Error`` as
-        ``StorageError``); ``StorageError`` if the commit failed or the committer is closed."""
-        result: T = self.submit_nowait(work, rows).result()
-        return result
-
-    def submit_nowait(self, work: Callable[[sqlite3.Connection], T], rows: int = 1) -> Future[T]:
-        """:meth:`submit` without waiting: the future resolves as :meth:`submit` returns or
-        raises. Cancelling it succeeds only while the write is still queued (then it is never
-        run); once its group has taken it, it runs and commits or fails with the group."""
-        job = _Job(work, rows)
+    def submit_nowait(self, payload: P, rows: int = 1) -> Future[Any]:
+        """Queue ``payload`` for the next group; its future resolves once that group is
+        committed (or failed). Cancelling it succeeds only while the write is still queued
+        (then it is never run); once its group has taken it, it commits or fails with the
+        group. ``StorageError`` if the queue is closed."""
+        job = Job(payload, rows)
         with self._wake:
             if self._closing:
                 raise StorageError(f"{self._where}: the storage is closed")
@@ -94,25 +102,26 @@ class GroupCommitter:
             return len(self._queue)
 
     def close(self, timeout: float | None = None) -> None:
-        """Commit what is queued, then stop the thread and close the connection (idempotent)."""
+        """Commit what is queued, then stop the thread and run ``on_close`` (idempotent)."""
         with self._wake:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout)
-        if not self._thread.is_alive():
-            self._conn.close()
+        if not self._thread.is_alive() and self._on_close is not None:
+            on_close, self._on_close = self._on_close, None
+            on_close()
 
-    def _take(self) -> list[_Job] | None:
+    def _take(self) -> list[Job[P]] | None:
         """The next group (waits for the first write); ``None`` once closed and drained."""
         with self._wake:
             while not self._queue:
                 if self._closing:
                     return None
                 self._wake.wait()
-            group: list[_Job] = []
+            group: list[Job[P]] = []
             rows = 0
-            while self._queue and len(group) < MAX_GROUP_JOBS:
-                if group and rows + self._queue[0].rows > MAX_GROUP_ROWS:
+            while self._queue and len(group) < self.max_jobs:
+                if group and rows + self._queue[0].rows > self.max_rows:
                     break
                 job = self._queue.popleft()
                 if job.future.set_running_or_notify_cancel():  # False: cancelled while queued
@@ -124,31 +133,79 @@ class GroupCommitter:
         while (group := self._take()) is not None:
             if not group:
                 continue
+            self.groups += 1
+            self.largest_group = max(self.largest_group, len(group))
             try:
                 self._commit(group)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
-                if self._conn.in_transaction:  # nor wedge every later group's BEGIN
-                    with contextlib.suppress(sqlite3.Error):
-                        self._conn.execute("ROLLBACK")
-                for job in group:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
+                fail(group, exc)
+            else:
+                fail(group, StorageError(f"{self._where}: the write was not committed"))
 
-    def _commit(self, group: list[_Job]) -> None:
-        self.groups += 1
-        self.largest_group = max(self.largest_group, len(group))
+
+def fail(group: list[Job[Any]], error: BaseException) -> None:
+    """Resolve every job of ``group`` that is not resolved yet with ``error``."""
+    for job in group:
+        if not job.future.done():
+            job.future.set_exception(error)
+
+
+class GroupCommitter:
+    """Runs writes on ``conn`` (owned from now on: only the committer thread touches it) in
+    shared transactions (module docstring). ``where`` names the file in errors."""
+
+    def __init__(self, conn: sqlite3.Connection, where: str, *, busy_timeout: float = 5.0) -> None:
+        self._conn = conn
+        self._where = where
+        self.busy_timeout = busy_timeout
+        conn.execute("PRAGMA busy_timeout = 0")  # another process's write: polled in _begin
+        self._jobs: CommitQueue[Callable[[sqlite3.Connection], Any]] = CommitQueue(
+            f"pocketrec-commit {where}", where, self._commit, on_close=conn.close
+        )
+
+    @property
+    def groups(self) -> int:
+        """Transactions committed or attempted so far (tests and benchmarks read it)."""
+        return self._jobs.groups
+
+    @property
+    def largest_group(self) -> int:
+        """The most writes one transaction carried so far."""
+        return self._jobs.largest_group
+
+    def submit(self, work: Callable[[sqlite3.Connection], T], rows: int = 1) -> T:
+        """Run ``work(conn)`` in the next group and return its result once that group's
+        ``COMMIT`` is durable; re-raise what ``work`` raised (``sqlite3.Error`` as
+        ``StorageError``); ``StorageError`` if the commit failed or the committer is closed."""
+        result: T = self.submit_nowait(work, rows).result()
+        return result
+
+    def submit_nowait(self, work: Callable[[sqlite3.Connection], T], rows: int = 1) -> Future[T]:
+        """:meth:`submit` without waiting (see :meth:`CommitQueue.submit_nowait`)."""
+        return self._jobs.submit_nowait(work, rows)
+
+    @property
+    def queued(self) -> int:
+        """Writes waiting for the next group."""
+        return self._jobs.queued
+
+    def close(self, timeout: float | None = None) -> None:
+        """Commit what is queued, then stop the thread and close the connection (idempotent)."""
+        self._jobs.close(timeout)
+
+    def _commit(self, group: list[Job[Callable[[sqlite3.Connection], Any]]]) -> None:
         conn = self._conn
         try:
             self._begin()
         except sqlite3.Error as exc:
-            self._fail(group, storage_error(self._where, exc))
+            fail(group, storage_error(self._where, exc))
             return
-        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        outcomes: list[tuple[Job[Any], Any, BaseException | None]] = []
         try:
             for job in group:
                 conn.execute("SAVEPOINT batch")
                 try:
-                    result = job.work(conn)
+                    result = job.payload(conn)
                 except Exception as exc:  # this write alone is rolled back
                     if not conn.in_transaction:  # SQLite rolled everything back by itself
                         raise
@@ -166,8 +223,13 @@ class GroupCommitter:
             if conn.in_transaction:  # a failed ROLLBACK: the next BEGIN fails and says why
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            self._fail(group, storage_error(self._where, exc))
+            fail(group, storage_error(self._where, exc))
             return
+        except BaseException:
+            if conn.in_transaction:  # a bug must not wedge every later group's BEGIN
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
         for job, value, error in outcomes:
             if error is None:
                 job.future.set_result(value)
@@ -190,10 +252,5 @@ class GroupCommitter:
             time.sleep(pause)
             pause = min(pause * 2, 0.005)
 
-    @staticmethod
-    def _fail(group: list[_Job], error: BaseException) -> None:
-        for job in group:
-            job.future.set_exception(error)
 
-
-__all__ = ["MAX_GROUP_JOBS", "MAX_GROUP_ROWS", "GroupCommitter"]
+__all__ = ["MAX_GROUP_JOBS", "MAX_GROUP_ROWS", "CommitQueue", "GroupCommitter", "Job", "fail"]

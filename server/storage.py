@@ -168,7 +168,7 @@ class FeedbackStorage(Protocol):
 
 @runtime_checkable
 class SubmitsEvents(Protocol):
-    """A storage that can queue a batch without blocking (SQLite's group commit): the server
+    """A storage that can queue a batch without blocking (both group commits): the server
     awaits the future instead of tying up a thread for :meth:`FeedbackStorage.insert_events`."""
 
     def submit_events(

@@ -3,9 +3,15 @@ and psycopg-pool). The schema, its partitions and the exactly-once design are de
 ``pocketrec.server.postgres_schema``.
 
 Connections come from a pool (autocommit; multi-statement writes open explicit transactions).
-Intake runs one insert statement (the ``event_ids`` guard and the events insert in one CTE), fed
-one of three ways: ``json``, the batch as one JSON text parameter unpacked by
-``json_to_recordset`` in that statement alone (a batch commits whole or not at all without a
+Intake is a group commit: every batch goes to this process's intake thread
+(:meth:`PostgresFeedbackStorage.submit_events`; the server awaits its future), which takes all
+the batches queued meanwhile and writes those that travel as JSON with the server's clock in one
+statement, one transaction and one WAL flush, answering each batch's count of new events (if
+that statement fails for another reason than an unreachable database, each batch is written
+alone, so that a bad batch fails alone); under load one statement carries the batches of many
+requests. Intake runs one insert statement (the ``event_ids`` guard and the events insert in one
+CTE), fed one of three ways: ``json``, the batches as one JSON text parameter unpacked by
+``json_array_elements`` in that statement alone (they commit whole or not at all without a
 ``BEGIN``/``COMMIT`` round trip); ``unnest``, the same with seven arrays (psycopg dumps arrays in
 Python: more CPU on the server); or ``copy``, the batch COPYed into a per-connection temporary
 table and the same insert run from it, in one transaction. ``auto`` (the default) sends batches
@@ -29,9 +35,10 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import orjson
 import psycopg
@@ -43,6 +50,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pocketrec.core.errors import StorageError
 from pocketrec.server import postgres_schema as schema
 from pocketrec.server.auth import hash_token, new_token
+from pocketrec.server.group_commit import CommitQueue, Job, fail
 from pocketrec.server.migrations import Step, migrate
 from pocketrec.server.storage import (
     BundleRecord,
@@ -55,6 +63,7 @@ from pocketrec.server.storage import (
 from pocketrec.server.validation import EventRecord
 
 Intake = Literal["auto", "json", "unnest", "copy"]
+T = TypeVar("T")
 log = logging.getLogger("pocketrec.server")
 
 COPY_MIN_EVENTS = 500
@@ -75,12 +84,14 @@ _EVENT_COLUMNS = (
 )
 _STAGING = "pocketrec_staging"
 
-# The guard and the insert in one statement; {batch} is the batch as rows with an ordinal. The
-# ids go into event_ids sorted (two batches sharing ids lock them in the same order), the events
-# in their order in the batch (their arrival order); a repeat within the batch keeps the first.
+# The guard and the insert in one statement over one or more batches; {batch} is the rows with
+# their batch's device, its number ``part`` in the group and their ordinal ``ord`` in the batch.
+# The ids go into event_ids sorted (two statements sharing ids lock them in the same order), the
+# events in their order (arrival order); an id repeated in the group keeps its first occurrence
+# (the earlier batch's). The statement answers each batch's count of new events.
 _INSERT = """
 WITH batch AS (
-    SELECT DISTINCT ON (event_id) * FROM {batch} ORDER BY event_id, ord
+    SELECT DISTINCT ON (event_id) * FROM {batch} ORDER BY event_id, part, ord
 ), clock AS (
     SELECT coalesce(to_timestamp(%(at)s::float8), now()) AS at
 ), fresh AS (
@@ -88,23 +99,33 @@ WITH batch AS (
     SELECT event_id, clock.at FROM batch, clock ORDER BY event_id
     ON CONFLICT DO NOTHING
     RETURNING event_id
+), stored AS (
+    INSERT INTO events (received_at, event_id, device_id, seq, user_id, item_id, event_type,
+                        ts, context)
+    SELECT clock.at, b.event_id, b.device_id, b.seq, b.user_id, b.item_id, b.event_type, b.ts,
+           b.context
+    FROM batch b JOIN fresh USING (event_id), clock
+    ORDER BY b.part, b.ord
 )
-INSERT INTO events (received_at, event_id, device_id, seq, user_id, item_id, event_type, ts,
-                    context)
-SELECT clock.at, b.event_id, %(device)s, b.seq, b.user_id, b.item_id, b.event_type, b.ts,
-       b.context
-FROM batch b JOIN fresh USING (event_id), clock
-ORDER BY b.ord
+SELECT b.part, count(*) FROM batch b JOIN fresh USING (event_id) GROUP BY b.part
 """
-_UNNEST = """unnest(%(ids)s::uuid[], %(seqs)s::int8[], %(users)s::text[], %(items)s::text[],
-              %(types)s::text[], %(ts)s::float8[], %(contexts)s::text[]) WITH ORDINALITY
-       AS b(event_id, seq, user_id, item_id, event_type, ts, context, ord)"""
+_UNNEST = """(SELECT *, %(device)s::text AS device_id, 1::bigint AS part
+        FROM unnest(%(ids)s::uuid[], %(seqs)s::int8[], %(users)s::text[], %(items)s::text[],
+                    %(types)s::text[], %(ts)s::float8[], %(contexts)s::text[]) WITH ORDINALITY
+             AS u(event_id, seq, user_id, item_id, event_type, ts, context, ord)) AS b"""
 _JSON_ROWS = """(SELECT (r->>0)::uuid AS event_id, (r->>1)::int8 AS seq, r->>2 AS user_id,
                r->>3 AS item_id, r->>4 AS event_type, (r->>5)::float8 AS ts, r->>6 AS context,
-               ord
-        FROM json_array_elements(%(rows)s::json) WITH ORDINALITY AS t(r, ord)) AS b"""
-"""The batch as one JSON parameter, an array of ``EventRecord`` field arrays (orjson writes it
-ten times faster than the json module writes objects; floats in their shortest exact form)."""
+               g.batch->>0 AS device_id, g.part, t.ord
+        FROM json_array_elements(%(batches)s::json) WITH ORDINALITY AS g(batch, part),
+             json_array_elements(g.batch->1) WITH ORDINALITY AS t(r, ord)) AS b"""
+"""One or more batches as one JSON parameter: an array of ``[device_id, rows]``, each row an
+``EventRecord``'s field array (orjson writes it ten times faster than the json module writes
+objects; floats in their shortest exact form)."""
+_STAGED = f"""(SELECT *, %(device)s::text AS device_id, 1::bigint AS part
+        FROM {_STAGING}) AS b"""
+_INSERT_JSON = _INSERT.format(batch=_JSON_ROWS)
+_INSERT_UNNEST = _INSERT.format(batch=_UNNEST)
+_INSERT_STAGED = _INSERT.format(batch=_STAGED)
 _CREATE_STAGING = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {_STAGING} (
     ord bigint, event_id uuid, seq bigint, user_id text, item_id text, event_type text,
@@ -173,6 +194,9 @@ class PostgresFeedbackStorage:
         except BaseException:
             self._pool.close()
             raise
+        self._intake: CommitQueue[_Batch] = CommitQueue(
+            f"pocketrec-intake {self.where}", self.where, self._write_group
+        )
 
     # ------------------------------------------------------------------ partitions
 
@@ -286,15 +310,81 @@ class PostgresFeedbackStorage:
     def insert_events(
         self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
     ) -> int:
-        """See :meth:`FeedbackStorage.insert_events`."""
+        """See :meth:`FeedbackStorage.insert_events` (through :meth:`submit_events`)."""
+        return int(self.submit_events(device_id, events, received_at=received_at).result())
+
+    def submit_events(
+        self, device_id: str, events: Sequence[EventRecord], *, received_at: float | None = None
+    ) -> Future[int]:
+        """:meth:`insert_events` without blocking: queue the batch for this process's intake
+        thread, which writes every batch queued meanwhile in one statement (module docstring);
+        the future resolves to the count of new events once the batch is committed, or raises
+        as :meth:`insert_events` does."""
         if not events:
-            return 0
+            done: Future[int] = Future()
+            done.set_result(0)
+            return done
+        return self._intake.submit_nowait(_Batch(device_id, events, received_at), len(events))
+
+    def _write_group(self, group: list[Job[_Batch]]) -> None:
+        """The intake thread's work: the batches that travel as JSON with the server's clock in
+        one statement (each alone if that statement fails for another reason than the database
+        being unreachable, so that one bad batch fails alone), the rest one by one."""
+        joint = [job for job in group if self._joins(job.payload)]
+        for job in group:
+            if not self._joins(job.payload):
+                self._insert_alone(job)
+        if len(joint) == 1:
+            self._insert_alone(joint[0])
+        elif joint:
+            batches = [(job.payload.device_id, job.payload.events) for job in joint]
+            try:
+                counts = self._retrying(lambda conn: _new_counts(conn, batches, None), None)
+            except StorageUnavailableError as exc:
+                fail(joint, exc)
+            except StorageError:
+                for job in joint:
+                    self._insert_alone(job)
+            else:
+                for job, count in zip(joint, counts, strict=True):
+                    job.future.set_result(count)
+
+    def _joins(self, batch: _Batch) -> bool:
+        """``batch`` can share a statement with others (JSON intake, the server's clock)."""
+        return (
+            batch.received_at is None
+            and self.intake != "unnest"
+            and not self._copies(len(batch.events))
+        )
+
+    def _copies(self, events: int) -> bool:
+        """A batch of ``events`` events is COPYed (``intake``, :data:`COPY_MIN_EVENTS`)."""
+        return self.intake == "copy" or (self.intake == "auto" and events >= COPY_MIN_EVENTS)
+
+    def _insert_alone(self, job: Job[_Batch]) -> None:
+        """Write ``job``'s batch in a statement of its own and settle its future."""
+        batch = job.payload
+        try:
+            new = self._retrying(
+                lambda conn: self._insert(conn, batch.device_id, batch.events, batch.received_at),
+                batch.received_at,
+            )
+        except Exception as exc:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(new)
+
+    def _retrying(
+        self, write: Callable[[psycopg.Connection[Any]], T], received_at: float | None
+    ) -> T:
+        """``write(conn)`` on a pooled connection; a missing day partition is created and a
+        deadlock retried, up to :data:`_RETRIES` attempts."""
         self._keep_ahead()
         retried = (pg_errors.CheckViolation, pg_errors.DeadlockDetected)
         for attempt in range(_RETRIES):
             try:
                 with self._connection(keep=retried) as conn:
-                    return self._insert(conn, device_id, events, received_at)
+                    return write(conn)
             except pg_errors.CheckViolation as exc:
                 if exc.diag.constraint_name is not None or attempt == _RETRIES - 1:
                     raise StorageError(f"{self.where}: {exc}") from exc
@@ -311,14 +401,10 @@ class PostgresFeedbackStorage:
         events: Sequence[EventRecord],
         received_at: float | None,
     ) -> int:
+        if not self._copies(len(events)) and self.intake != "unnest":  # one JSON parameter
+            return _new_counts(conn, [(device_id, events)], received_at)[0]
         params: dict[str, Any] = {"at": received_at, "device": device_id}
-        by_copy = self.intake == "copy" or (
-            self.intake == "auto" and len(events) >= COPY_MIN_EVENTS
-        )
-        if not by_copy and self.intake != "unnest":  # one JSON text parameter: cheap to send
-            params["rows"] = orjson.dumps([tuple(e) for e in events]).decode()
-            return conn.execute(_INSERT.format(batch=_JSON_ROWS), params).rowcount
-        if not by_copy:
+        if not self._copies(len(events)):
             params.update(
                 ids=[e.event_id for e in events],
                 seqs=[e.seq for e in events],
@@ -328,7 +414,7 @@ class PostgresFeedbackStorage:
                 ts=[e.timestamp for e in events],
                 contexts=[e.context for e in events],
             )
-            return conn.execute(_INSERT.format(batch=_UNNEST), params).rowcount
+            return _count(conn.execute(_INSERT_UNNEST, params).fetchall())
         with conn.transaction(), conn.cursor() as cursor:
             with cursor.copy(
                 f"COPY {_STAGING} (ord, event_id, seq, user_id, item_id, event_type, ts, "
@@ -339,8 +425,8 @@ class PostgresFeedbackStorage:
                         (ord_, e.event_id, e.seq, e.user_id, e.item_id, e.event_type,
                          e.timestamp, e.context)
                     )  # fmt: skip
-            cursor.execute(_INSERT.format(batch=_STAGING), params)
-            return cursor.rowcount
+            cursor.execute(_INSERT_STAGED, params)
+            return _count(cursor.fetchall())
 
     def _add_missing_partition(self, received_at: float | None) -> None:
         """Create the partition a batch needed: the day of ``received_at``, or (by the
@@ -472,7 +558,8 @@ class PostgresFeedbackStorage:
             conn.execute("SELECT 1")
 
     def close(self) -> None:
-        """Close the pool (idempotent)."""
+        """Write the batches queued for intake, then close the pool (idempotent)."""
+        self._intake.close()
         self._pool.close()
 
     # ------------------------------------------------------------------ helpers
@@ -605,3 +692,29 @@ def _at(seconds: float) -> dt.datetime:
 
 
 __all__ = ["Intake", "PostgresFeedbackStorage", "describe"]
+
+
+class _Batch(NamedTuple):
+    """One upload queued for the intake thread."""
+
+    device_id: str
+    events: Sequence[EventRecord]
+    received_at: float | None
+
+
+def _count(rows: Sequence[tuple[int, int]]) -> int:
+    """The new events of a one-batch statement (its per-batch counts summed)."""
+    return sum(int(new) for _part, new in rows)
+
+
+def _new_counts(
+    conn: psycopg.Connection[Any],
+    batches: Sequence[tuple[str, Sequence[EventRecord]]],
+    received_at: float | None,
+) -> list[int]:
+    """Write ``batches`` (``(device_id, events)``) in one statement; their new events, in order."""
+    text = orjson.dumps([(device, [tuple(e) for e in events]) for device, events in batches])
+    counts = [0] * len(batches)
+    for part, new in conn.execute(_INSERT_JSON, {"at": received_at, "batches": text.decode()}):
+        counts[int(part) - 1] = int(new)
+    return counts

@@ -218,6 +218,47 @@ def test_each_intake_is_exactly_once_atomic_and_exact(dsn: str, intake: Intake) 
         storage.close()
 
 
+def test_batches_queued_meanwhile_share_one_statement_and_a_bad_one_fails_alone(
+    storage: PostgresFeedbackStorage, dsn: str
+) -> None:
+    """Issue 13: the intake thread's group commit. A transaction of another connection holds
+    the lock of one event id, so the first batch's statement waits for it and every batch
+    submitted meanwhile queues; they then go as one group: ids shared between batches count
+    once (for the earlier batch), a batch PostgreSQL refuses fails alone, the others commit."""
+    held = make_events(1)
+    batches = [make_events(4) for _ in range(20)]
+    batches[7] = [*batches[6][:2], *make_events(2)]  # two ids of the batch before it
+    bad = [*make_events(2), EventRecord(str(uuid.uuid4()), 2**63, "a", "x", "view", 1.0, None)]
+    with psycopg.connect(dsn) as blocker:  # not autocommit: its insert holds the id's lock
+        blocker.execute(
+            "INSERT INTO event_ids (event_id, received_at) VALUES (%s, now())",
+            (held[0].event_id,),
+        )
+        first = storage.submit_events("phone-0", held)
+        deadline = time.monotonic() + 30
+        while not sql(dsn, "SELECT 1 FROM pg_locks WHERE NOT granted"):
+            assert time.monotonic() < deadline, "the first statement never waited for the lock"
+            time.sleep(0.01)
+        groups = storage._intake.groups
+        futures = [storage.submit_events(f"phone-{k}", batch) for k, batch in enumerate(batches, 1)]
+        refused = storage.submit_events("phone-bad", bad)
+        assert not first.done()  # still waiting: everything since is queued behind it
+        blocker.rollback()
+    assert first.result(timeout=30) == 1
+    assert [f.result(timeout=30) for f in futures] == [4] * 7 + [2] + [4] * 12
+    with pytest.raises(StorageError):
+        refused.result(timeout=30)
+    assert storage._intake.groups == groups + 1  # the 21 queued batches: one group
+    assert storage._intake.largest_group == 21
+    stored = [(e.device_id, e.event_id) for e in storage.iter_events()]
+    expected = [("phone-0", held[0].event_id)] + [
+        (f"phone-{k}", e.event_id)
+        for k, batch in enumerate(batches, 1)
+        for e in (batch[2:] if k == 8 else batch)
+    ]
+    assert stored == expected
+
+
 def test_an_unreachable_database_fails_fast_without_showing_the_password(tmp_path: Any) -> None:
     dsn = f"postgresql://pocketrec:s3cret@/pocketrec?host={tmp_path}"
     with pytest.raises(StorageUnavailableError) as info:

@@ -104,3 +104,80 @@ def test_a_parsed_batch_round_trips_through_json() -> None:
     assert [e._asdict() for e in parsed] == [
         {**e, "timestamp": float(e["timestamp"])} for e in events
     ]
+
+
+# Both orjson fast paths (module docstring of pocketrec.server.validation) against the json module.
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(min_value=-(2**64), max_value=2**64),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(),
+    st.sampled_from(["\ud800", "a\x00b", "\x7f\x85\u2028", 'q"\\/', "é😀"]),
+)
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner),
+    max_leaves=8,
+)
+
+
+def _context_by_json_module(value: Any) -> tuple[str, Any]:
+    try:
+        text = wire.json_text(value)
+        text.encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        return ("schema", "events[0].context")
+    return ("ok", text)
+
+
+@given(context=st.dictionaries(st.text(max_size=4), _VALUES, max_size=4) | st.just({}))
+@settings(max_examples=400, deadline=None)
+def test_a_context_is_written_as_the_json_module_writes_it(context: dict[str, Any]) -> None:
+    assert _outcome(v._context, 0, context) == _context_by_json_module(context)
+
+
+def _parsed_by_json_module(body: bytes) -> tuple[str, Any]:
+    try:
+        return ("ok", json.loads(body.decode("utf-8"), parse_constant=v._no_constant))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return ("schema", "body")
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of equal types all the way down (1 == 1.0 == True would hide a change)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    return bool(a == b)
+
+
+_ODD_BODIES = [
+    *(b"1e999", b"[-1e999]", b"NaN", b"[Infinity]", b'"\\ud800"', b"[12345678901234567890123]"),
+    *(b"-0", b"1E5", b'{"a":1,"a":2}', b"\xef\xbb\xbf{}", b"[1,]", b"\xff", b"[" * 40 + b"]" * 40),
+    *(b"9223372036854775807", b"18446744073709551616", b'"\x01"', b" {} "),
+    *(b"[1234567890123456789]", b'{"c":{"n":123456789012345678901}}'),
+]
+_BODIES = st.one_of(
+    _VALUES.map(lambda value: json.dumps(value).encode("utf-8", "surrogatepass")),
+    _VALUES.map(lambda value: json.dumps(value, ensure_ascii=False).encode("utf-8", "replace")),
+    st.sampled_from(_ODD_BODIES),
+    st.binary(max_size=12),
+)
+
+
+@given(body=_BODIES)
+@settings(max_examples=400, deadline=None)
+def test_a_body_is_read_as_the_json_module_reads_it(body: bytes) -> None:
+    expected = _parsed_by_json_module(body)
+    try:
+        got: tuple[str, Any] = ("ok", v._parse(body))
+    except v.SchemaViolation as exc:
+        got = ("schema", exc.field)
+    assert got[0] == expected[0]
+    assert got[0] != "ok" or _same(got[1], expected[1])
