@@ -463,6 +463,7 @@ class RunResult:
     cpu_per_1000: float | None = None
     loadgen_cpu_s: float = 0.0
     machine_busy: float = 0.0
+    batches_per_commit: float | None = None
     acknowledged: int = 0
     stored: int = 0
     stored_distinct: int = 0
@@ -481,6 +482,24 @@ class RunResult:
             and self.acknowledged == self.stored_distinct
             and not self.problems
         )
+
+
+def commit_groups(url: str) -> tuple[float, float]:
+    """``(writes, groups)`` the server's group commits have made so far (``/metrics``: the
+    ``pocketrec_commit_batches`` histogram's sum and count, every worker's summed)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    values = dict.fromkeys(("pocketrec_commit_batches_sum", "pocketrec_commit_batches_count"), 0.0)
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name in values:
+            values[name] = float(value)
+    return values["pocketrec_commit_batches_sum"], values["pocketrec_commit_batches_count"]
 
 
 def server_event_ids(config: Config, db: str) -> list[str]:
@@ -550,6 +569,7 @@ def run_once(
                     tree_cpu_seconds(loadgen), busy, total)  # fmt: skip
 
         before = sample()
+        commits_before = commit_groups(server.url) if config.backend != "baseline" else None
         profilers = []
         if args.profile is not None:  # py-spy on the server and one load process, the window
             args.profile.mkdir(parents=True, exist_ok=True)
@@ -569,6 +589,10 @@ def run_once(
                 result.faults.append(f"pg_ctl restart -m fast ({postgres.restart():.1f} s)")
         time.sleep(max(0.0, before[0] + args.duration - time.monotonic()))
         after = sample()
+        if commits_before is not None and not config.faults:  # a restart resets the counts
+            (batches, groups), (batches_0, groups_0) = commit_groups(server.url), commits_before
+            if groups > groups_0:
+                result.batches_per_commit = (batches - batches_0) / (groups - groups_0)
         stop.set()
         for profiler in profilers:
             profiler.wait()
@@ -641,6 +665,7 @@ def summarize(results: list[RunResult], configs: list[Config]) -> list[dict[str,
             "loadgen_cpu_per_1000": median(
                 [1000 * r.loadgen_cpu_s / r.events if r.events else None for r in runs]),
             "machine_busy": median([r.machine_busy for r in runs]),
+            "batches_per_commit": median([r.batches_per_commit for r in runs]),
             "lost": sum(r.lost for r in runs),
             "duplicated": sum(r.duplicated for r in runs),
             "exactly_once": all(r.exactly_once for r in runs),
@@ -661,9 +686,10 @@ def print_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
     print(f"\n{args.devices} devices, {args.batch} events a batch, window {args.duration:g} s, "
           f"medians of {args.repeats} repeats\n")  # fmt: skip
     print("| server | workers | faults | events/s | p50 / p99 ms | CPU s / 1,000 events "
-          "(server + db) | load generator CPU s / 1,000 | machine busy | x baseline events/s "
-          "| x baseline CPU | lost / duplicated | exactly once |")  # fmt: skip
-    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "(server + db) | load generator CPU s / 1,000 | machine busy | batches / commit "
+          "| x baseline events/s | x baseline CPU | lost / duplicated "
+          "| exactly once |")  # fmt: skip
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in rows:
         speed = cpu = None
         if base and not row["faults"] and base["events_per_s"]:
@@ -678,14 +704,16 @@ def print_summary(rows: list[dict[str, Any]], args: argparse.Namespace) -> None:
               f"{row['events_per_s']:,.0f} | {row['p50_ms']:.0f} / {row['p99_ms']:.0f} | "
               f"{fmt(row['cpu_per_1000'], '.3f')}{split} | "
               f"{fmt(row['loadgen_cpu_per_1000'], '.3f')} | {row['machine_busy']:.0%} | "
-              f"{fmt(speed, '.2f')} | {fmt(cpu, '.2f')} | {row['lost']} / {row['duplicated']} | "
+              f"{fmt(row['batches_per_commit'], '.1f')} | {fmt(speed, '.2f')} | "
+              f"{fmt(cpu, '.2f')} | {row['lost']} / {row['duplicated']} | "
               f"{'yes' if row['exactly_once'] else 'NO'} |")  # fmt: skip
 
 
 def print_run(r: RunResult) -> None:
     cpu = (
         f"CPU/1000 {fmt(r.cpu_per_1000, '.3f')} (server {r.server_cpu_s:.1f} s, db "
-        f"{r.db_cpu_s:.1f} s, load {r.loadgen_cpu_s:.1f} s, machine {r.machine_busy:.0%})"
+        f"{r.db_cpu_s:.1f} s, load {r.loadgen_cpu_s:.1f} s, machine {r.machine_busy:.0%}, "
+        f"{fmt(r.batches_per_commit, '.1f')} batches per commit)"
     )
     if r.faults:  # a killed or restarted process took its CPU time with it
         cpu = f"CPU n/a (load {r.loadgen_cpu_s:.1f} s, machine {r.machine_busy:.0%})"

@@ -54,7 +54,8 @@ class Job(Generic[P]):
 class CommitQueue(Generic[P]):
     """Writes queued by any thread and taken in groups by one committer thread, which hands each
     group to ``commit`` (that resolves every job's future; a job it leaves unresolved, or all of
-    them if it raises, gets the exception). ``close`` calls ``on_close`` once the thread ended.
+    them if it raises, gets the exception). ``on_group(len(group))`` sees every group's size;
+    ``close`` calls ``on_close`` once the thread ended.
     Shared by the SQLite (:class:`GroupCommitter`) and PostgreSQL group commits."""
 
     def __init__(
@@ -64,12 +65,14 @@ class CommitQueue(Generic[P]):
         commit: Callable[[list[Job[P]]], None],
         *,
         on_close: Callable[[], None] | None = None,
+        on_group: Callable[[int], None] | None = None,
         max_jobs: int = MAX_GROUP_JOBS,
         max_rows: int = MAX_GROUP_ROWS,
     ) -> None:
         self._where = where
         self._commit = commit
         self._on_close = on_close
+        self._on_group = on_group
         self.max_jobs = max_jobs
         self.max_rows = max_rows
         self._queue: collections.deque[Job[P]] = collections.deque()
@@ -135,6 +138,8 @@ class CommitQueue(Generic[P]):
                 continue
             self.groups += 1
             self.largest_group = max(self.largest_group, len(group))
+            if self._on_group is not None:
+                self._on_group(len(group))
             try:
                 self._commit(group)
             except BaseException as exc:  # a bug here must not leave callers waiting forever
@@ -154,14 +159,22 @@ class GroupCommitter:
     """Runs writes on ``conn`` (owned from now on: only the committer thread touches it) in
     shared transactions (module docstring). ``where`` names the file in errors."""
 
-    def __init__(self, conn: sqlite3.Connection, where: str, *, busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        where: str,
+        *,
+        busy_timeout: float = 5.0,
+        on_group: Callable[[int], None] | None = None,
+    ) -> None:
         self._conn = conn
         self._where = where
         self.busy_timeout = busy_timeout
         conn.execute("PRAGMA busy_timeout = 0")  # another process's write: polled in _begin
         self._jobs: CommitQueue[Callable[[sqlite3.Connection], Any]] = CommitQueue(
-            f"pocketrec-commit {where}", where, self._commit, on_close=conn.close
-        )
+            f"pocketrec-commit {where}", where, self._commit, on_close=conn.close,
+            on_group=on_group,
+        )  # fmt: skip
 
     @property
     def groups(self) -> int:

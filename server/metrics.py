@@ -16,6 +16,8 @@ Metrics (durations in seconds, sizes in bytes):
 - ``pocketrec_events_received_total``, ``pocketrec_events_stored_total`` (new),
   ``pocketrec_events_duplicate_total``: events of accepted batches.
 - ``pocketrec_batch_events``, ``pocketrec_batch_bytes``: histograms of accepted batches.
+- ``pocketrec_commit_batches``: histogram of the batches one group commit wrote together (both
+  backends; 1 on an idle server, more under load).
 - ``pocketrec_bundle_downloads_total{version, file, status}``: bundle files sent (200 whole,
   206 a resumed range).
 - ``pocketrec_rate_limited_total{route}``: requests answered 429.
@@ -48,6 +50,7 @@ UNMATCHED_ROUTE = "<unmatched>"
 
 BATCH_EVENT_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 BATCH_BYTE_BUCKETS = tuple(float(256 * 4**k) for k in range(7))  # 256 B .. 1 MiB
+COMMIT_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
 
 class ServerMetrics:
@@ -90,6 +93,10 @@ class ServerMetrics:
         self.batch_bytes = Histogram(
             "pocketrec_batch_bytes", "Body bytes per accepted batch", buckets=BATCH_BYTE_BUCKETS,
             registry=r,
+        )  # fmt: skip
+        self.commit_batches = Histogram(
+            "pocketrec_commit_batches", "Batches written by one group commit",
+            buckets=COMMIT_BATCH_BUCKETS, registry=r,
         )  # fmt: skip
         self.bundle_downloads = Counter(
             "pocketrec_bundle_downloads",

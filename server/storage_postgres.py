@@ -51,6 +51,7 @@ from pocketrec.core.errors import StorageError
 from pocketrec.server import postgres_schema as schema
 from pocketrec.server.auth import hash_token, new_token
 from pocketrec.server.group_commit import CommitQueue, Job, fail
+from pocketrec.server.metrics import server_metrics
 from pocketrec.server.migrations import Step, migrate
 from pocketrec.server.storage import (
     BundleRecord,
@@ -195,8 +196,9 @@ class PostgresFeedbackStorage:
             self._pool.close()
             raise
         self._intake: CommitQueue[_Batch] = CommitQueue(
-            f"pocketrec-intake {self.where}", self.where, self._write_group
-        )
+            f"pocketrec-intake {self.where}", self.where, self._write_group,
+            on_group=server_metrics().commit_batches.observe,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ partitions
 

@@ -45,6 +45,7 @@ from typing import Any
 from pocketrec.core.errors import StorageError
 from pocketrec.server.auth import hash_token, new_token
 from pocketrec.server.group_commit import GroupCommitter
+from pocketrec.server.metrics import server_metrics
 from pocketrec.server.migrations import Step, check_supported, migrate
 from pocketrec.server.storage import (
     BundleRecord,
@@ -152,7 +153,10 @@ class SqliteFeedbackStorage:
         except BaseException:
             conn.close()
             raise
-        self._writer = GroupCommitter(conn, self.where, busy_timeout=busy_timeout)
+        self._writer = GroupCommitter(
+            conn, self.where, busy_timeout=busy_timeout,
+            on_group=server_metrics().commit_batches.observe,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------ devices
 

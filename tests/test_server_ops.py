@@ -62,6 +62,10 @@ def test_metrics_count_requests_events_duplicates_batches_and_bundle_downloads(
     assert delta("pocketrec_batch_events_sum") == 7
     assert delta("pocketrec_batch_events_bucket", le="2.0") == 0
     assert delta("pocketrec_batch_events_bucket", le="5.0") == 2
+    # one request at a time: every group commit wrote one write (SQLite's also carry the
+    # device and bundle records)
+    assert delta("pocketrec_commit_batches_count") >= 2
+    assert delta("pocketrec_commit_batches_sum") == delta("pocketrec_commit_batches_count")
     events_route = {"method": "POST", "route": "/v1/events"}
     assert delta("pocketrec_http_requests_total", status="200", **events_route) == 2
     assert delta("pocketrec_http_request_duration_seconds_count", **events_route) == 2
