@@ -18,12 +18,15 @@ class ModelConfig:
     ``hidden_dim`` is the GRU state size, or the complex state size ``N`` of each LRU block;
     ``num_layers`` counts LRU blocks (0: the cell's default, 2 LRU blocks or the GRU's one layer);
     ``r_min`` is the smallest initial ``|λ|`` of the LRU; ``weight_decay > 0`` switches Adam to
-    AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every epoch without a
-    validation gain; ``init_std > 0`` draws the embeddings and the LRU's weight matrices from a
-    normal truncated at ±2 std (0: Keras' uniform embeddings and Glorot matrices); ``ema > 0``
+    AdamW; ``plateau_decay < 1`` multiplies the learning rate by it after every validation
+    pass without a gain; ``init_std > 0`` draws the embeddings and the LRU's weight matrices from
+    a normal truncated at ±2 std (0: Keras' uniform embeddings and Glorot matrices); ``ema > 0``
     evaluates and keeps an exponential moving average of the weights with that momentum;
     ``batching`` is ``"events"`` (batches of about ``batch_size`` * the mean window length
-    training events) or ``"users"`` (``batch_size`` sequences per batch).
+    training events) or ``"users"`` (``batch_size`` sequences per batch); ``min_batches > 0``
+    lowers the batch size of a small dataset so that an epoch has about that many batches (0:
+    ``batch_size`` as given); ``valid_every`` is the number of epochs between validation passes
+    (0: derived from the data's history lengths). Both rules: ``schedule.py``.
     """
 
     num_items: int
@@ -46,6 +49,8 @@ class ModelConfig:
     ema: float = 0.998
     init_std: float = 0.02
     batching: str = "events"
+    min_batches: int = 32
+    valid_every: int = 0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -56,6 +61,11 @@ class ModelConfig:
             raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")
         if self.batching not in BATCHING:
             raise ValueError(f"batching must be one of {BATCHING}, got {self.batching!r}")
+        if self.min_batches < 0 or self.valid_every < 0:
+            raise ValueError(
+                f"min_batches and valid_every must be >= 0 (0: off / derived), got "
+                f"{self.min_batches} and {self.valid_every}"
+            )
         if self.num_layers == 0:
             object.__setattr__(self, "num_layers", 2 if self.cell == "lru" else 1)
         if self.cell == "gru" and self.num_layers != 1:
@@ -87,7 +97,8 @@ class ModelConfig:
         raw = json.loads(text)
         raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
         # Written before these were choices: what training did then.
-        for name, then in (("init_std", 0.0), ("ema", 0.0), ("batching", "users")):
+        earlier = (("init_std", 0.0), ("ema", 0.0), ("batching", "users"), ("min_batches", 0))
+        for name, then in (*earlier, ("valid_every", 1)):
             raw.setdefault(name, then)
         unknown = set(raw) - fields
         if unknown:

@@ -10,13 +10,16 @@
 - Batches group sequences of similar length (less padding); batch order is shuffled per epoch.
   ``batching="events"`` sizes batches by training events (``batch_size`` * the mean window length)
   rather than by sequences, so every event weighs the same in the loss; ``"users"`` puts
-  ``batch_size`` sequences in each batch, so each user weighs about the same.
+  ``batch_size`` sequences in each batch, so each user weighs about the same. The batch size
+  actually used and the epochs between validation passes follow the data's size
+  (``schedule.py``; ``TrainingReport`` records them).
 - Adam (AdamW when ``weight_decay > 0``); with ``plateau_decay < 1`` the learning rate is
-  multiplied by it after every epoch without a validation gain (of more than ``min_delta``).
-- Early stopping on validation NDCG@10 (full ranking, history excluded), restoring the best
-  epoch's weights: training stops after ``patience`` epochs in a row that do not beat the score
-  of the last epoch that restarted the count by more than ``min_delta`` (0: any gain restarts
-  it), and the kept epoch is the best one even if its gain was smaller. With ``ema > 0``
+  multiplied by it after every validation pass without a gain (of more than ``min_delta``).
+- Early stopping on validation NDCG@10 (full ranking, history excluded), computed every
+  ``valid_every`` epochs and after the last one, restoring the best validated epoch's weights: a
+  pass restarts the patience count when it beats the score of the last pass that did by more
+  than ``min_delta`` (0: any gain), training stops once ``patience`` epochs have passed since
+  then, and the kept epoch is the best one even if its gain was smaller. With ``ema > 0``
   validation (and the kept weights) use an exponential moving average of the weights
   (``averaging.py``). Seeds are fixed by the config.
 """
@@ -35,6 +38,7 @@ import numpy as np
 import numpy.typing as npt
 import tensorflow as tf
 
+from pocketrec.converter import schedule
 from pocketrec.converter.averaging import WeightAverage
 from pocketrec.converter.model import InterestModel, ModelConfig
 from pocketrec.core.events import negative_mask
@@ -191,6 +195,10 @@ class TrainingReport:
     best_valid: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     stopped_early: bool = False
+    epochs_run: int = 0  # training epochs (``epochs`` holds one row per validation pass)
+    batch_size: int = 0  # as derived by ``schedule.derive``
+    batches_per_epoch: int = 0
+    valid_every: int = 1
 
 
 def _loss_fn(
@@ -272,6 +280,12 @@ def fit(
     if len(windows.lengths) == 0:
         raise ValueError("no user has two training events: nothing to train on")
     valid = HeldOut.from_split(split).stage("valid")
+    plan = schedule.derive(
+        config,
+        windows=len(windows.lengths),
+        train_events=int(windows.lengths.sum()),
+        valid_events=sum(len(h) for h in valid.items),
+    )
     popularity = np.bincount(windows.targets[windows.weights > 0], minlength=config.num_items)
     compute_loss = _loss_fn(model, loss, num_sampled, popularity.astype(np.float64))
     variables = (
@@ -307,14 +321,15 @@ def fit(
     )
 
     rng = np.random.default_rng(config.seed)
-    report = TrainingReport()
+    report = TrainingReport(batch_size=plan.batch_size, valid_every=plan.valid_every)
     best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
     gained = -1.0  # the score of the last epoch that restarted the patience count
+    losses: list[float] = []  # since the last validation pass
     for epoch in range(1, config.max_epochs + 1):
         batches = length_batches(
-            windows.lengths, config.batch_size, rng, by_events=config.batching == "events"
+            windows.lengths, plan.batch_size, rng, by_events=config.batching == "events"
         )
-        losses = []
+        report.epochs_run, report.batches_per_epoch = epoch, len(batches)
         bar = Progress(f"epoch {epoch:>2}", total=len(batches)) if show_progress else None
         for rows in batches:
             width = int(windows.lengths[rows].max())
@@ -327,6 +342,10 @@ def fit(
             losses.append(float(value))
             if bar is not None:
                 bar.update(1, loss=float(np.mean(losses)))
+        if epoch % plan.valid_every and epoch < config.max_epochs:
+            if bar is not None:
+                bar.close()
+            continue
         with average.swapped() if average is not None else nullcontext():
             metrics = evaluate_model(model, valid)
             snapshot = [v.numpy() for v in variables]
@@ -335,6 +354,7 @@ def fit(
             "loss": float(np.mean(losses)),
             **{f"valid_{k}": v for k, v in metrics.items()},
         }
+        losses = []
         report.epochs.append(row)
         if bar is not None:
             bar.close(hr10=metrics["hr@10"], ndcg10=metrics["ndcg@10"])
@@ -346,7 +366,7 @@ def fit(
         if metrics["ndcg@10"] > gained + min_delta:
             gained, waited = metrics["ndcg@10"], 0
         else:
-            waited += 1
+            waited += plan.valid_every
             if config.plateau_decay < 1.0:
                 optimizer.learning_rate.assign(optimizer.learning_rate * config.plateau_decay)
             if waited >= config.patience:

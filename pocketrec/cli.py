@@ -136,6 +136,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     model_dir.save(args.out, model, data, split, result)
     _print_metrics(f"best validation (epoch {result.best_epoch})", result.best_valid)
     _print_metrics("popularity baseline (validation)", popularity_baseline(split, stage="valid"))
+    print(
+        f"{result.epochs_run} epochs of {result.batches_per_epoch} batches (batch size "
+        f"{result.batch_size}), validated every {result.valid_every} epoch(s)"
+    )
     print(f"training wall time: {result.seconds:.1f} s; model written to {args.out}")
     return 0
 
@@ -474,7 +478,9 @@ _MODEL_HELP = {
     "user_dim": "user and catalog vector size D (before the folded bias)",
     "dropout": "dropout on the event inputs while training",
     "max_len": "events per training window",
-    "batch_size": "users per batch (events per batch: this * the mean window length)",
+    "batch_size": "users per batch at most (events per batch: this * the mean window length)",
+    "min_batches": "batches per epoch at least: smaller batches on small data (0: off)",
+    "valid_every": "epochs between validation passes (0: from history lengths)",
     "learning_rate": "Adam's learning rate",
     "max_epochs": "epochs at most",
     "patience": "stop after this many epochs without a validation NDCG@10 gain",

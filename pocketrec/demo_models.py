@@ -13,6 +13,7 @@ from pocketrec.core.progress import Progress
 
 DEMO_TRAINING: dict[str, Any] = {
     "batch_size": 64,
+    "min_batches": 0,  # the batch size above, as set by hand (not schedule.py's rule)
     "ema": 0.99,
     "plateau_decay": 0.5,
     "patience": 3,
@@ -80,7 +81,9 @@ def train_version(
             split,
             config,
             show_progress=False,
-            on_epoch=lambda row: bar.update(1, valid_ndcg10=row["valid_ndcg@10"]),
+            on_epoch=lambda row: bar.update(
+                int(row["epoch"]) - bar.done, valid_ndcg10=row["valid_ndcg@10"]
+            ),
             min_delta=MIN_DELTA,
         )
     model_dir.save(work / "model", model, data, split, report)
@@ -102,7 +105,7 @@ def train_version(
         parity=parity,
         train_seconds=report.seconds,
         best_epoch=report.best_epoch,
-        epochs=len(report.epochs),
+        epochs=report.epochs_run,
         stopped_early=report.stopped_early,
         sizes=sizes,
     )

@@ -3,6 +3,8 @@ by events."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -10,7 +12,12 @@ from hypothesis import strategies as st
 
 pytest.importorskip("tensorflow", reason="the converter needs the `convert` extra")
 
-from pocketrec.converter.training import length_batches
+from pocketrec.converter import schedule
+from pocketrec.converter.config import ModelConfig
+from pocketrec.converter.training import length_batches, training_windows
+from pocketrec.core.heldout import HeldOut
+from pocketrec.core.loaders import load
+from pocketrec.core.split import leave_one_out
 
 LENGTHS = st.lists(st.integers(1, 50), min_size=1, max_size=400).map(
     lambda v: np.array(v, dtype=np.int64)
@@ -51,3 +58,27 @@ def test_event_batches_hold_more_short_windows_than_long_ones() -> None:
     assert min(short) > 5 * max(long)
     sizes = [len(b) for b in length_batches(lengths, 30, np.random.default_rng(0))]
     assert max(sizes) == 30
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # Amazon: what the defaults trained with before the rules (256 sequences, every epoch).
+        ("amazon-beauty", schedule.Schedule(batch_size=256, valid_every=1)),
+        ("amazon-video", schedule.Schedule(batch_size=256, valid_every=1)),
+        # 943 windows of up to 50 positions (38,469), 97,163 validation events.
+        ("ml-100k", schedule.Schedule(batch_size=32, valid_every=2)),
+    ],
+)
+def test_the_defaults_on_the_shared_datasets(
+    shared_data: Path, name: str, expected: schedule.Schedule
+) -> None:
+    data, _ = load(shared_data / name)
+    split = leave_one_out(data)
+    config = ModelConfig(num_items=data.num_items)
+    windows = training_windows(split, config.max_len)
+    valid = HeldOut.from_split(split).stage("valid")
+    plan = schedule.derive(
+        config, len(windows.lengths), int(windows.lengths.sum()), sum(map(len, valid.items))
+    )
+    assert plan == expected

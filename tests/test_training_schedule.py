@@ -1,0 +1,66 @@
+"""Settings derived from the data's size (``converter/schedule.py``): the rules (no TensorFlow;
+what they give on the shared datasets is in ``test_training_batches.py``, the training loop
+following them in ``test_training_stop.py``)."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pocketrec.converter import schedule
+from pocketrec.converter.config import ModelConfig
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    windows=st.integers(1, 100_000),
+    per_window=st.integers(1, 50),
+    valid_ratio=st.floats(0.1, 30.0),
+    batch=st.integers(1, 512),
+    min_batches=st.integers(0, 64),
+    patience=st.integers(1, 30),
+)
+def test_the_rules(
+    windows: int, per_window: int, valid_ratio: float, batch: int, min_batches: int, patience: int
+) -> None:
+    train_events = windows * per_window
+    valid_events = int(train_events * valid_ratio)
+    config = ModelConfig(num_items=10, batch_size=batch, min_batches=min_batches, patience=patience)
+    plan = schedule.derive(config, windows, train_events, valid_events)
+    # The batch only shrinks, never below MIN_BATCH (unless batch_size is smaller), and only
+    # when the data has fewer than batch_size * min_batches windows.
+    assert min(batch, schedule.MIN_BATCH) <= plan.batch_size <= batch
+    if min_batches == 0 or windows >= batch * min_batches:
+        assert plan.batch_size == batch
+    elif plan.batch_size > schedule.MIN_BATCH:
+        assert windows // plan.batch_size >= min_batches
+    # Validation every E epochs: E epochs of training read no more events than one validation
+    # pass, E + 1 epochs more (E = 1 when validation reads less than two epochs' events), unless
+    # that would leave fewer than two passes within the patience.
+    assert plan.valid_every >= 1
+    if plan.valid_every > 1:
+        assert plan.valid_every * train_events <= valid_events
+        assert 2 * plan.valid_every <= patience
+    if 2 * (plan.valid_every + 1) <= patience:
+        assert (plan.valid_every + 1) * train_events > valid_events
+    fixed = ModelConfig(num_items=10, valid_every=3)
+    assert schedule.derive(fixed, windows, train_events, valid_events).valid_every == 3
+
+
+def test_the_rules_reject_what_they_cannot_use() -> None:
+    with pytest.raises(ValueError, match="need training data"):
+        schedule.derive(ModelConfig(num_items=10), 0, 0, 5)
+    with pytest.raises(ValueError, match="min_batches and valid_every must be >= 0"):
+        ModelConfig(num_items=10, valid_every=-1)
+    with pytest.raises(ValueError, match="min_batches and valid_every must be >= 0"):
+        ModelConfig(num_items=10, min_batches=-2)
+
+
+def test_configs_written_before_the_rules_train_as_then() -> None:
+    text = ModelConfig(num_items=10).to_json()
+    old = text.replace('"min_batches": 32,', "").replace('"valid_every": 0,', "")
+    assert "min_batches" not in old
+    assert "valid_every" not in old
+    config = ModelConfig.from_json(old)
+    assert (config.min_batches, config.valid_every) == (0, 1)
