@@ -9,7 +9,9 @@ For
 each batch size, each repeat stores ``--events`` new events in a fresh schema from ``--threads``
 threads (each its own device, its own pooled connection), with PostgreSQL's durable defaults
 (``synchronous_commit = on``, fsync). Also ``sqlite`` (one SQLite file, ``synchronous=FULL``) as
-the embedded reference. Prints the median events/s over the repeats as a markdown table.
+the embedded reference. Prints the median events/s over the repeats as a markdown table, with
+PostgreSQL's own CPU seconds per 1,000 events (its server processes, ``/proc``) and how many
+batches each group commit wrote (more threads: more batches queued per commit).
 
 Needs a PostgreSQL database: run from the repository root as
 
@@ -30,11 +32,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from bench_server import Postgres, tree_cpu_seconds
 
-from pocketrec.server.storage import FeedbackStorage
 from pocketrec.server.storage_postgres import Intake, PostgresFeedbackStorage
 from pocketrec.server.storage_sqlite import SqliteFeedbackStorage
 from pocketrec.server.validation import EventRecord
@@ -56,9 +59,25 @@ def batches(device: int, count: int, size: int) -> list[list[EventRecord]]:
     return out
 
 
-def run_once(storage: FeedbackStorage, total: int, size: int, threads: int) -> float:
-    """Events/s storing ``total`` new events in batches of ``size`` from ``threads`` threads."""
-    per_thread = total // (size * threads)
+@dataclass(frozen=True)
+class Run:
+    """One repeat: events/s, PostgreSQL's CPU seconds per 1,000 events (its server processes;
+    ``None`` for SQLite) and the batches each group commit wrote on average."""
+
+    events_per_s: float
+    db_cpu_per_1000: float | None
+    batches_per_commit: float | None
+
+
+def run_once(
+    storage: SqliteFeedbackStorage | PostgresFeedbackStorage,
+    total: int,
+    size: int,
+    threads: int,
+    postmaster: int | None,
+) -> Run:
+    """Store ``total`` new events in batches of ``size`` from ``threads`` threads."""
+    per_thread = max(1, total // (size * threads))
     work = [batches(t, per_thread, size) for t in range(threads)]
     start = threading.Barrier(threads + 1)
 
@@ -70,17 +89,30 @@ def run_once(storage: FeedbackStorage, total: int, size: int, threads: int) -> f
     pool = [threading.Thread(target=upload, args=(t,)) for t in range(threads)]
     for thread in pool:
         thread.start()
+    db = postmaster if isinstance(storage, PostgresFeedbackStorage) else None
+    cpu_before = tree_cpu_seconds([db]) if db else 0.0
+    groups_before = storage.committer.groups
     start.wait()
     began = time.perf_counter()
     for thread in pool:
         thread.join()
     seconds = time.perf_counter() - began
-    assert storage.count_events() == per_thread * size * threads
-    return per_thread * size * threads / seconds
+    cpu = tree_cpu_seconds([db]) - cpu_before if db else None
+    groups = storage.committer.groups - groups_before
+    events = per_thread * size * threads
+    assert storage.count_events() == events
+    return Run(
+        events_per_s=events / seconds,
+        db_cpu_per_1000=None if cpu is None else 1000 * cpu / events,
+        batches_per_commit=per_thread * threads / groups if groups else None,
+    )
 
 
-def fresh_postgres(base: str, intake: Intake, threads: int) -> Callable[[], FeedbackStorage]:
-    def open_fresh() -> FeedbackStorage:
+Opener = Callable[[], SqliteFeedbackStorage | PostgresFeedbackStorage]
+
+
+def fresh_postgres(base: str, intake: Intake, threads: int) -> Opener:
+    def open_fresh() -> PostgresFeedbackStorage:
         name = f"bench_{uuid.uuid4().hex[:12]}"
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {name}")
@@ -105,29 +137,37 @@ def main() -> int:
         print("set POCKETREC_TEST_POSTGRES (run under tools/with_postgres.sh)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(dir=args.dir))
-    print(f"{args.events} events per repeat, median of {args.repeats} repeats; events/s\n")
-    print("| backend | batch | threads | events/s (median) | runs |")
-    print("|---|---:|---:|---:|---|")
+    cluster = Postgres.from_env()
+    postmaster = cluster.postmaster() if cluster is not None else None
+    print(f"{args.events} events per repeat, median of {args.repeats} repeats\n")
+    print("| backend | batch | threads | events/s (median) | runs | PostgreSQL CPU s / 1,000 "
+          "events (median) | batches / commit (median) |")  # fmt: skip
+    print("|---|---:|---:|---:|---|---:|---:|")
     for threads in [int(t) for t in args.threads.split(",")]:
         for size in [int(s) for s in args.sizes.split(",")]:
-            openers: dict[str, Callable[[], FeedbackStorage]] = {
+            openers: dict[str, Opener] = {
                 "postgres json": fresh_postgres(base, "json", threads),
                 "postgres unnest": fresh_postgres(base, "unnest", threads),
                 "postgres copy": fresh_postgres(base, "copy", threads),
                 "sqlite": lambda: SqliteFeedbackStorage(work / f"{uuid.uuid4().hex}.db"),
             }
-            runs: dict[str, list[float]] = {name: [] for name in openers}
+            runs: dict[str, list[Run]] = {name: [] for name in openers}
             for _ in range(args.repeats):
                 for name, open_fresh in openers.items():  # interleaved: drift hits all alike
                     storage = open_fresh()
                     try:
-                        runs[name].append(run_once(storage, args.events, size, threads))
+                        runs[name].append(run_once(storage, args.events, size, threads, postmaster))
                     finally:
                         storage.close()
-            for name, values in runs.items():
-                shown = ", ".join(f"{v:,.0f}" for v in values)
-                print(f"| {name} | {size} | {threads} | {statistics.median(values):,.0f} | "
-                      f"{shown} |")  # fmt: skip
+            for name, done in runs.items():
+                speeds = [r.events_per_s for r in done]
+                cpus = [r.db_cpu_per_1000 for r in done if r.db_cpu_per_1000 is not None]
+                cpu = f"{statistics.median(cpus):.4f}" if cpus else "—"
+                groups = [r.batches_per_commit for r in done if r.batches_per_commit]
+                grouped = f"{statistics.median(groups):.1f}" if groups else "— (alone)"
+                print(f"| {name} | {size} | {threads} | {statistics.median(speeds):,.0f} | "
+                      f"{', '.join(f'{v:,.0f}' for v in speeds)} | {cpu} | "
+                      f"{grouped} |")  # fmt: skip
             sys.stdout.flush()
     return 0
 

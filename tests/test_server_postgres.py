@@ -239,7 +239,7 @@ def test_batches_queued_meanwhile_share_one_statement_and_a_bad_one_fails_alone(
         while not sql(dsn, "SELECT 1 FROM pg_locks WHERE NOT granted"):
             assert time.monotonic() < deadline, "the first statement never waited for the lock"
             time.sleep(0.01)
-        groups = storage._intake.groups
+        groups = storage.committer.groups
         futures = [storage.submit_events(f"phone-{k}", batch) for k, batch in enumerate(batches, 1)]
         refused = storage.submit_events("phone-bad", bad)
         assert not first.done()  # still waiting: everything since is queued behind it
@@ -248,8 +248,8 @@ def test_batches_queued_meanwhile_share_one_statement_and_a_bad_one_fails_alone(
     assert [f.result(timeout=30) for f in futures] == [4] * 7 + [2] + [4] * 12
     with pytest.raises(StorageError):
         refused.result(timeout=30)
-    assert storage._intake.groups == groups + 1  # the 21 queued batches: one group
-    assert storage._intake.largest_group == 21
+    assert storage.committer.groups == groups + 1  # the 21 queued batches: one group
+    assert storage.committer.largest_group == 21
     stored = [(e.device_id, e.event_id) for e in storage.iter_events()]
     expected = [("phone-0", held[0].event_id)] + [
         (f"phone-{k}", e.event_id)
