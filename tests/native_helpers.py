@@ -11,6 +11,7 @@ from pocketrec.native import registry
 from pocketrec.native.arguments import prepare
 from pocketrec.native.int8 import Int8Items, quantize_rows
 from pocketrec.native.result import Result, finalize
+from pocketrec.native.screen import ScreenedItems
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class Variant:
 
     def topk(
         self,
-        items: npt.NDArray[np.float32] | Int8Items,
+        items: npt.NDArray[np.float32] | Int8Items | ScreenedItems,
         query: npt.NDArray[np.float32],
         k: int,
         exclude: npt.NDArray[np.bool_] | None = None,
@@ -36,7 +37,9 @@ class Variant:
         impl = registry.load(self.backend)
         kwargs = {} if self.isa is None else {"isa": self.isa}
         result: Result
-        if isinstance(call.items, Int8Items):
+        if isinstance(call.items, ScreenedItems):
+            result = impl.topk_screened(call.items, call.queries, call.exclude, call.k, **kwargs)
+        elif isinstance(call.items, Int8Items):
             qcodes, qscales = quantize_rows(call.queries)
             result = impl.topk_i8(
                 call.items.codes, call.items.scales, qcodes, qscales, call.exclude, call.k, **kwargs
@@ -117,7 +120,7 @@ def assert_float_result_matches(
 
 
 def reference_topk(
-    items: npt.NDArray[np.float32] | Int8Items,
+    items: npt.NDArray[np.float32] | Int8Items | ScreenedItems,
     query: npt.NDArray[np.float32],
     k: int,
     exclude: npt.NDArray[np.bool_] | None = None,

@@ -190,10 +190,11 @@ static void dots_i8_portable(const int8_t *rows, int64_t cnt, int64_t d, const i
 #define BR 128 /* rows per block: BR * QB scores stay in L1 */
 
 typedef void (*batch_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                             float *out, float *bmax);
+                             float *out, float *bmax, int64_t next_cnt);
 
 static void batch_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                               float *out, float *bmax) {
+                               float *out, float *bmax, int64_t next_cnt) {
+    (void)next_cnt;
     for (int i = 0; i < QB; i++) bmax[i] = -INFINITY;
     for (int64_t j = 0; j < cnt; j++) {
         const float *r = rows + j * d;
@@ -317,13 +318,17 @@ PR_AVX2 static inline void batch_store_avx2(float *o, __m256 a0, __m256 a1, __m2
 }
 
 PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                                   float *out, float *bmax) {
+                                   float *out, float *bmax, int64_t next_cnt) {
     __m256 m[4];
     for (int v = 0; v < 4; v++) m[v] = _mm256_set1_ps(-INFINITY);
-    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    /* The next block (next_cnt rows right after this one) is prefetched in order; no address
+     * past its end is formed. */
+    const char *next = (const char *)(rows + cnt * d);
+    const int64_t next_bytes = next_cnt * d * 4;
     for (int64_t j = 0; j < cnt; j += 2) {
-        for (int64_t off = j * d * 4; off < (j + 2) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        const int64_t stop = (j + 2) * d * 4 < next_bytes ? (j + 2) * d * 4 : next_bytes;
+        for (int64_t off = j * d * 4; off < stop; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only */
         /* An odd last row is scored twice (as its own pair); only one copy is stored. */
         const float *r0 = rows + j * d, *r1 = j + 1 < cnt ? r0 + d : r0;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -507,12 +512,14 @@ PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d,
 /* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators, named so that they stay in
  * registers). Missing rows of the last step repeat its first row; only real rows are stored. */
 PR_AVX512 static void batch_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                                       float *out, float *bmax) {
+                                       float *out, float *bmax, int64_t next_cnt) {
     __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
-    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    const char *next = (const char *)(rows + cnt * d); /* the next block: see batch_f32_avx2 */
+    const int64_t next_bytes = next_cnt * d * 4;
     for (int64_t j = 0; j < cnt; j += 4) {
-        for (int64_t off = j * d * 4; off < (j + 4) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        const int64_t stop = (j + 4) * d * 4 < next_bytes ? (j + 4) * d * 4 : next_bytes;
+        for (int64_t off = j * d * 4; off < stop; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only */
         const int here = (int)(cnt - j < 4 ? cnt - j : 4);
         const float *r0 = rows + j * d;
         const float *r1 = here > 1 ? r0 + d : r0, *r2 = here > 2 ? r0 + 2 * d : r0;
@@ -654,7 +661,8 @@ static int topk_f32_batch(const float *items, int64_t n, int64_t d, const float 
         init_heaps(h, qn, k, out_ids + q0 * k, out_scores + q0 * k);
         for (int64_t base = 0; base < n; base += BR) {
             int64_t cnt = (n - base < BR) ? n - base : BR;
-            kernel(items + base * d, cnt, d, qt, sc, bm);
+            int64_t rest = n - base - cnt;
+            kernel(items + base * d, cnt, d, qt, sc, bm, rest < BR ? rest : BR);
             for (int64_t i = 0; i < qn; i++) {
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 select_block(&h[i], sc + i, QB, base, cnt, ex, bm[i]);
@@ -665,6 +673,23 @@ static int topk_f32_batch(const float *items, int64_t n, int64_t d, const float 
     free(qt);
     free(sc);
     return PR_OK;
+}
+
+/* One query's float32 top-k by the single-query kernel (arguments already checked). */
+static void scan_f32_one(const float *items, int64_t n, int64_t d, const float *q,
+                         const uint8_t *ex, int64_t k, int isa, int64_t *ids, float *scores,
+                         int64_t *count) {
+    dots_f32_fn dots = pick_f32(isa);
+    max_fn bmax = pick_max(isa);
+    float sc[BLOCK];
+    heap_t h[1];
+    init_heaps(h, 1, k, ids, scores);
+    for (int64_t base = 0; base < n; base += BLOCK) {
+        int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
+        dots(items + base * d, cnt, d, q, sc);
+        select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
+    }
+    heap_finish(&h[0], count);
 }
 
 int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, int64_t b,
@@ -678,20 +703,9 @@ int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, 
     if (b >= 2)
         return topk_f32_batch(items, n, d, queries, b, exclude, exclude_stride, k, isa, out_ids,
                               out_scores, out_counts);
-    dots_f32_fn dots = pick_f32(isa);
-    max_fn bmax = pick_max(isa);
-    float sc[BLOCK];
-    heap_t h[1];
-    for (int64_t q0 = 0; q0 < b; q0++) {
-        init_heaps(h, 1, k, out_ids + q0 * k, out_scores + q0 * k);
-        for (int64_t base = 0; base < n; base += BLOCK) {
-            int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-            const uint8_t *ex = exclude ? exclude + q0 * exclude_stride : NULL;
-            dots(items + base * d, cnt, d, queries + q0 * d, sc);
-            select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
-        }
-        heap_finish(&h[0], out_counts + q0);
-    }
+    for (int64_t q0 = 0; q0 < b; q0++)
+        scan_f32_one(items, n, d, queries + q0 * d, exclude ? exclude + q0 * exclude_stride : NULL,
+                     k, isa, out_ids + q0 * k, out_scores + q0 * k, out_counts + q0);
     return PR_OK;
 }
 
@@ -735,5 +749,403 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
             for (int64_t j = 0; j < out_counts[q0 + i]; j++) h[i].s[j] *= qs;
         }
     }
+    return PR_OK;
+}
+
+/* ========================================================================================== */
+/* Screened float32 top-k (pr_topk_screened; the bound is derived in native/screen.py).         */
+/*                                                                                              */
+/* Stage 1 reads the int8 shadow once per QB queries. Codes are stored +128 as uint8 in groups  */
+/* of SG = 16 rows: chunk c of group g (64 bytes) holds dims 4c..4c+3 of its 16 rows, row r at  */
+/* bytes 4r..4r+3, so one vpdpbusd with the query's 4 codes broadcast accumulates 16 rows. For  */
+/* every (row, query) the upper bound U = s~ + eps is tested against the query's threshold T;   */
+/* the rare rows that pass (candidates) go to a scalar path that keeps their upper bound, and   */
+/* feeds their lower bound to a heap of the k largest lower bounds, which raises T. Stage 2     */
+/* rescores the candidates that still pass the final T in float32 and selects the top k like    */
+/* the plain kernel. A query whose bound cannot be certified (zero, infinite or tiny values, a  */
+/* possible float32 overflow) or whose candidates outgrow their buffer is answered by the plain */
+/* single-query scan instead.                                                                   */
+
+#define SG 16                 /* rows per packed group */
+#define SCREEN_QMAX 127       /* query code range (portable, VNNI) */
+#define SCREEN_QMAX_AVX2 64   /* vpmaddubsw: 2 * 255 * 64 fits int16 without saturating */
+
+typedef struct {
+    float qs, qn, dqn; /* query scale, ||q|| and ||q - q~|| (rounded up) */
+    int32_t corr;      /* what the +128 of the row codes adds to a biased int32 sum */
+    float T;           /* a row is a candidate when its upper bound is >= T */
+    heap_t lb;         /* the k largest lower bounds so far (root: the smallest) */
+    int64_t *cid;      /* candidates, ids ascending ... */
+    float *cup;        /* ... and their upper bounds */
+    int64_t len, cap;
+    const uint8_t *ex; /* this query's exclude row, or NULL */
+    int fallback;      /* 1: answered by the plain scan */
+} screen_q;
+
+typedef struct {
+    const uint8_t *packed;
+    const float *scales, *errs, *norms;
+    int64_t n, groups, cn; /* cn = ceil(d / 4) chunks of 4 dims */
+    int32_t *qw;           /* qw[c * QB + i]: query i's codes of chunk c as one 4-byte word */
+    int8_t *qc;            /* qc[i * cn * 4 + t]: query i's codes, zero padded */
+    int biased;            /* the kernel sums (code + 128) * q; corr is subtracted */
+    double slack;          /* absolute slack c (underflow), see native/screen.py */
+    int64_t cap_max;
+} screen_ctx;
+
+/* The float32 nearest to v from below (above): bounds stay bounds after the conversion. */
+static float round_down(double v) {
+    float f = (float)v;
+    return (double)f > v ? nextafterf(f, -INFINITY) : f;
+}
+
+static float round_up(double v) {
+    float f = (float)v;
+    return (double)f < v ? nextafterf(f, INFINITY) : f;
+}
+
+/* Drop the candidates below the current T; grow the buffer when that frees less than half of it.
+ * Returns 0 (and switches the query to the plain scan) when it would grow past cap_max. */
+static int screen_room(const screen_ctx *x, screen_q *q) {
+    int64_t kept = 0;
+    for (int64_t j = 0; j < q->len; j++) {
+        if (q->cup[j] >= q->T) {
+            q->cid[kept] = q->cid[j];
+            q->cup[kept] = q->cup[j];
+            kept++;
+        }
+    }
+    q->len = kept;
+    if (kept <= q->cap / 2) return 1;
+    int64_t cap = 2 * q->cap < x->cap_max ? 2 * q->cap : x->cap_max;
+    int64_t *cid = cap > q->cap ? realloc(q->cid, (size_t)cap * sizeof *cid) : NULL;
+    if (cid != NULL) q->cid = cid;
+    float *cup = cid != NULL ? realloc(q->cup, (size_t)cap * sizeof *cup) : NULL;
+    if (cup == NULL) { /* at the limit, or out of memory: the plain scan needs neither buffer */
+        q->fallback = 1;
+        return 0;
+    }
+    q->cup = cup;
+    q->cap = cap;
+    return 1;
+}
+
+/* A row whose upper bound passed T: keep it, and let its lower bound raise T. */
+static void screen_offer(const screen_ctx *x, screen_q *q, int64_t row, int32_t acc, float up) {
+    if (q->ex != NULL && q->ex[row]) return; /* never returned: neither candidate nor bound */
+    if (q->len == q->cap && !screen_room(x, q)) return;
+    q->cid[q->len] = row;
+    q->cup[q->len] = up;
+    q->len++;
+    const float err = x->errs[row];
+    if (!(err < INFINITY)) return; /* rows without a bound: always candidates, never bounds */
+    const double lo = (double)acc * x->scales[row] * q->qs -
+                      ((double)err * q->qn + (double)x->norms[row] * q->dqn) - x->slack;
+    const float low = round_down(lo);
+    heap_t *h = &q->lb;
+    if (h->size < h->cap) {
+        heap_push(h, low, row);
+    } else if (low > h->s[0]) {
+        h->s[0] = low;
+        h->id[0] = row;
+        heap_sift_down(h, 0);
+    } else {
+        return;
+    }
+    if (h->size == h->cap) q->T = round_down((double)h->s[0] - x->slack);
+}
+
+/* Test the 16 rows of group g (int32 sums acc, biased when x->biased) against query q's T.
+ * Plain C: inlined into each ISA's scan, where the compiler vectorizes it. */
+static inline __attribute__((always_inline)) void
+screen_test(const screen_ctx *x, screen_q *q, int64_t g, const int32_t *acc) {
+    if (q->fallback) return;
+    const float *sc = x->scales + g * SG, *er = x->errs + g * SG, *nm = x->norms + g * SG;
+    const uint32_t corr = x->biased ? (uint32_t)q->corr : 0u;
+    const float qs = q->qs, qn = q->qn, dqn = q->dqn, t = q->T;
+    int32_t a[SG];
+    float up[SG];
+    unsigned m = 0;
+    for (int r = 0; r < SG; r++) {
+        a[r] = (int32_t)((uint32_t)acc[r] - corr); /* exact: the true sum fits int32 */
+        up[r] = (float)a[r] * (sc[r] * qs) + (qn * er[r] + dqn * nm[r]);
+        m |= (unsigned)(up[r] >= t) << r;
+    }
+    const int64_t live = x->n - g * SG; /* rows of the last group past n are padding */
+    if (live < SG) m &= (1u << live) - 1u;
+    while (m) {
+        const int r = __builtin_ctz(m);
+        m &= m - 1u;
+        screen_offer(x, q, g * SG + r, a[r], up[r]);
+    }
+}
+
+typedef void (*screen_scan_fn)(const screen_ctx *x, screen_q *q, int64_t nq);
+
+/* Portable: acc[i * SG + r] = sum_t code[r, t] * q_i[t] (unbiased, int32). */
+static void screen_scan_portable(const screen_ctx *x, screen_q *q, int64_t nq) {
+    const int64_t cn = x->cn;
+    int32_t acc[SG];
+    for (int64_t g = 0; g < x->groups; g++) {
+        const uint8_t *p = x->packed + g * SG * 4 * cn;
+        for (int64_t i = 0; i < nq; i++) {
+            const int8_t *qc = x->qc + i * cn * 4;
+            for (int r = 0; r < SG; r++) acc[r] = 0;
+            for (int64_t c = 0; c < cn; c++)
+                for (int r = 0; r < SG; r++)
+                    for (int t = 0; t < 4; t++)
+                        acc[r] += ((int32_t)p[c * 64 + r * 4 + t] - 128) * (int32_t)qc[c * 4 + t];
+            screen_test(x, &q[i], g, acc);
+        }
+    }
+}
+
+#if PR_X86
+
+/* AVX2: vpmaddubsw (u8 codes x s8 query codes in [-64, 64], pairs summed in int16 without
+ * saturation) then vpmaddwd with ones; NQ queries at a time, 8 rows per register. */
+PR_AVX2 static inline __attribute__((always_inline)) void
+screen_accs_avx2(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, int32_t *out) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < nq; u++) lo[u] = hi[u] = _mm256_setzero_si256();
+    for (int64_t c = 0; c < cn; c++) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + c * 64));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + c * 64 + 32));
+#pragma GCC unroll 4
+        for (int u = 0; u < nq; u++) {
+            const __m256i w = _mm256_set1_epi32(qw[c * QB + u]);
+            lo[u] = _mm256_add_epi32(lo[u], _mm256_madd_epi16(_mm256_maddubs_epi16(v0, w), ones));
+            hi[u] = _mm256_add_epi32(hi[u], _mm256_madd_epi16(_mm256_maddubs_epi16(v1, w), ones));
+        }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < nq; u++) {
+        _mm256_storeu_si256((__m256i *)(out + u * SG), lo[u]);
+        _mm256_storeu_si256((__m256i *)(out + u * SG + 8), hi[u]);
+    }
+}
+
+PR_AVX2 static void screen_scan_avx2(const screen_ctx *x, screen_q *q, int64_t nq) {
+    int32_t acc[QB * SG];
+    for (int64_t g = 0; g < x->groups; g++) {
+        const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+        int64_t i = 0;
+        for (; i + 4 <= nq; i += 4) screen_accs_avx2(p, x->cn, x->qw + i, 4, acc + i * SG);
+        for (; i < nq; i++) screen_accs_avx2(p, x->cn, x->qw + i, 1, acc + i * SG);
+        for (i = 0; i < nq; i++) screen_test(x, &q[i], g, acc + i * SG);
+    }
+}
+
+/* VNNI: one vpdpbusd (embedded broadcast of the query word) adds 4 dims of 16 rows. NQ queries
+ * at a time with R accumulators each (R > 1 splits the chunks, to hide the latency when NQ is
+ * small); NQ * R <= 16. */
+PR_AVX512VNNI static inline __attribute__((always_inline)) void
+screen_accs_vnni(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, const int nr,
+                 int32_t *out) {
+    __m512i a[16];
+#pragma GCC unroll 16
+    for (int u = 0; u < nq * nr; u++) a[u] = _mm512_setzero_si512();
+    int64_t c = 0;
+    for (; c + nr <= cn; c += nr) {
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(p + (c + r) * 64));
+#pragma GCC unroll 16
+            for (int u = 0; u < nq; u++)
+                a[u * nr + r] =
+                    _mm512_dpbusd_epi32(a[u * nr + r], v, _mm512_set1_epi32(qw[(c + r) * QB + u]));
+        }
+    }
+    for (; c < cn; c++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
+#pragma GCC unroll 16
+        for (int u = 0; u < nq; u++)
+            a[u * nr] = _mm512_dpbusd_epi32(a[u * nr], v, _mm512_set1_epi32(qw[c * QB + u]));
+    }
+#pragma GCC unroll 16
+    for (int u = 0; u < nq; u++) {
+        __m512i s = a[u * nr];
+#pragma GCC unroll 4
+        for (int r = 1; r < nr; r++) s = _mm512_add_epi32(s, a[u * nr + r]);
+        _mm512_storeu_si512((void *)(out + u * SG), s);
+    }
+}
+
+PR_AVX512VNNI static void screen_scan_vnni(const screen_ctx *x, screen_q *q, int64_t nq) {
+    int32_t acc[QB * SG];
+    for (int64_t g = 0; g < x->groups; g++) {
+        const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+        int64_t i = 0;
+        for (; i + 16 <= nq; i += 16) screen_accs_vnni(p, x->cn, x->qw + i, 16, 1, acc + i * SG);
+        for (; i + 4 <= nq; i += 4) screen_accs_vnni(p, x->cn, x->qw + i, 4, 2, acc + i * SG);
+        for (; i < nq; i++) screen_accs_vnni(p, x->cn, x->qw + i, 1, 4, acc + i * SG);
+        for (i = 0; i < nq; i++) screen_test(x, &q[i], g, acc + i * SG);
+    }
+}
+
+#endif /* PR_X86 */
+
+/* The stage-1 kernel of a path, its query code range, and whether its sums are biased. */
+static screen_scan_fn pick_screen(int isa, int *qmax, int *biased) {
+    *qmax = SCREEN_QMAX;
+    *biased = 1;
+#if PR_X86
+    if (isa >= PR_ISA_AVX512 && pr_int8_vnni()) return screen_scan_vnni;
+    if (isa >= PR_ISA_AVX2) {
+        *qmax = SCREEN_QMAX_AVX2;
+        return screen_scan_avx2;
+    }
+#endif
+    (void)isa;
+    *biased = 0;
+    return screen_scan_portable;
+}
+
+/* Quantize query i of the group (codes in [-qmax, qmax], scale max|q| / qmax) and set its bound
+ * terms. Returns 0 when the bound cannot be certified: NaN or infinite entries, a zero or tiny
+ * query (scale below FLT_MIN), or ||q|| * max_norm >= 2^126 (float32 sums could overflow). */
+static int screen_prep_query(screen_ctx *x, screen_q *s, int64_t i, const float *q, int64_t d,
+                             int qmax, float max_norm) {
+    float amax = 0.0f;
+    for (int64_t t = 0; t < d; t++) {
+        const float a = fabsf(q[t]);
+        if (!(a <= 3.402823466e38f)) return 0; /* NaN or infinity */
+        amax = a > amax ? a : amax;
+    }
+    if (!(amax >= 1.175494351e-38f * (float)qmax)) return 0; /* its qw column is never read */
+    const float qs = amax / (float)qmax;
+    int8_t *qc = x->qc + i * x->cn * 4;
+    double n2 = 0.0, e2 = 0.0;
+    int32_t sum = 0;
+    for (int64_t t = 0; t < x->cn * 4; t++) {
+        float c = 0.0f;
+        if (t < d) {
+            c = rintf(q[t] / qs);
+            c = c > (float)qmax ? (float)qmax : (c < (float)-qmax ? (float)-qmax : c);
+            const double r = (double)q[t] - (double)c * (double)qs; /* c * qs is exact */
+            n2 += (double)q[t] * (double)q[t];
+            e2 += r * r;
+        }
+        qc[t] = (int8_t)c;
+        sum += (int32_t)c;
+    }
+    for (int64_t c = 0; c < x->cn; c++) {
+        uint32_t w = 0;
+        for (int t = 0; t < 4; t++) w |= (uint32_t)(uint8_t)qc[c * 4 + t] << (8 * t);
+        x->qw[c * QB + i] = (int32_t)w;
+    }
+    const double grow = 1.0 + 0x1p-20; /* covers the double rounding of the sums */
+    s->qs = qs;
+    s->qn = round_up(sqrt(n2) * grow);
+    s->dqn = round_up(sqrt(e2) * grow);
+    s->corr = (int32_t)((uint32_t)sum * 128u);
+    return (double)s->qn * (double)max_norm < 0x1p126;
+}
+
+/* Stage 2: rescore the candidates that pass the final T exactly in float32 (ids ascending, so
+ * equal scores keep the lower index), and select the top k into the output row. */
+static void screen_finish(const screen_q *s, const float *items, int64_t d, const float *q,
+                          int64_t k, int isa, int64_t *ids, float *scores, int64_t *count) {
+    dots_f32_fn dots = pick_f32(isa);
+    heap_t h[1];
+    init_heaps(h, 1, k, ids, scores);
+    for (int64_t j = 0; j < s->len; j++) {
+        if (!(s->cup[j] >= s->T)) continue;
+        const int64_t id = s->cid[j];
+        float f;
+        dots(items + id * d, 1, d, q, &f);
+        if (f != f) continue; /* NaN: never returned */
+        if (h->size < h->cap) {
+            heap_push(h, f, id);
+        } else if (f > h->s[0]) {
+            h->s[0] = f;
+            h->id[0] = id;
+            heap_sift_down(h, 0);
+        }
+    }
+    heap_finish(h, count);
+}
+
+static void screen_free(screen_ctx *x, screen_q *q) {
+    free(x->qw);
+    free(x->qc);
+    for (int i = 0; i < QB; i++) {
+        free(q[i].lb.s);
+        free(q[i].lb.id);
+        free(q[i].cid);
+        free(q[i].cup);
+    }
+}
+
+static int screen_alloc(screen_ctx *x, screen_q *q, int64_t k) {
+    const int64_t cap0 = 64 + 2 * k < x->cap_max ? 64 + 2 * k : x->cap_max;
+    memset(q, 0, QB * sizeof *q);
+    x->qw = malloc((size_t)x->cn * QB * sizeof *x->qw);
+    x->qc = malloc((size_t)x->cn * 4 * QB);
+    int ok = x->qw != NULL && x->qc != NULL;
+    for (int i = 0; i < QB && ok; i++) {
+        q[i].lb.s = malloc((size_t)k * sizeof(float));
+        q[i].lb.id = malloc((size_t)k * sizeof(int64_t));
+        q[i].cid = malloc((size_t)cap0 * sizeof(int64_t));
+        q[i].cup = malloc((size_t)cap0 * sizeof(float));
+        q[i].cap = cap0;
+        ok = q[i].lb.s && q[i].lb.id && q[i].cid && q[i].cup;
+    }
+    return ok;
+}
+
+int pr_topk_screened(const float *items, const uint8_t *packed, const float *scales,
+                     const float *errs, const float *norms, float max_norm, int64_t n, int64_t d,
+                     const float *queries, int64_t b, const uint8_t *exclude,
+                     int64_t exclude_stride, int64_t k, int isa, int64_t *out_ids,
+                     float *out_scores, int64_t *out_counts, int64_t *out_candidates) {
+    int rc = check_common(n, d, b, exclude_stride, k, isa);
+    if (rc != PR_OK) return rc;
+    if (d > PR_SCREEN_MAX_DIM) return PR_E_ARG;
+    if ((n > 0 && (items == NULL || packed == NULL || scales == NULL || errs == NULL ||
+                   norms == NULL)) ||
+        (b > 0 && (queries == NULL || out_ids == NULL || out_scores == NULL || out_counts == NULL)))
+        return PR_E_ARG;
+    screen_ctx x = {packed, scales, errs, norms, n, (n + SG - 1) / SG, (d + 3) / 4, NULL, NULL,
+                    0, ldexp((double)(d + 1), -135), 4096 + 16 * k};
+    int qmax;
+    screen_scan_fn scan = pick_screen(isa, &qmax, &x.biased);
+    screen_q q[QB];
+    if (!screen_alloc(&x, q, k)) {
+        screen_free(&x, q);
+        return PR_E_MEM;
+    }
+    for (int64_t q0 = 0; q0 < b; q0 += QB) {
+        const int64_t nq = (b - q0 < QB) ? b - q0 : QB;
+        for (int64_t i = 0; i < nq; i++) {
+            screen_q *s = &q[i];
+            s->ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
+            s->fallback = !screen_prep_query(&x, s, i, queries + (q0 + i) * d, d, qmax, max_norm);
+            s->T = -INFINITY;
+            s->lb.size = 0;
+            s->lb.cap = k;
+            s->len = 0;
+        }
+        scan(&x, q, nq);
+        for (int64_t i = 0; i < nq; i++) {
+            const int64_t at = q0 + i;
+            const float *qv = queries + at * d;
+            if (q[i].fallback) {
+                scan_f32_one(items, n, d, qv, q[i].ex, k, isa, out_ids + at * k,
+                             out_scores + at * k, out_counts + at);
+            } else {
+                screen_finish(&q[i], items, d, qv, k, isa, out_ids + at * k, out_scores + at * k,
+                              out_counts + at);
+            }
+            if (out_candidates != NULL) {
+                int64_t kept = 0;
+                for (int64_t j = 0; j < q[i].len; j++) kept += q[i].cup[j] >= q[i].T;
+                out_candidates[at] = q[i].fallback ? -1 : kept;
+            }
+        }
+    }
+    screen_free(&x, q);
     return PR_OK;
 }
