@@ -772,7 +772,6 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
 
 typedef struct {
     float qs, qn, dqn; /* query scale, ||q|| and ||q - q~|| (rounded up) */
-    int32_t corr;      /* what the +128 of the row codes adds to a biased int32 sum */
     float T;           /* a row is a candidate when its upper bound is >= T */
     heap_t lb;         /* the k largest lower bounds so far (root: the smallest) */
     int64_t *cid;      /* candidates, ids ascending ... */
@@ -788,25 +787,45 @@ typedef struct {
     int64_t n, groups, cn; /* cn = ceil(d / 4) chunks of 4 dims */
     int32_t *qw;           /* qw[c * QB + i]: query i's codes of chunk c as one 4-byte word */
     int8_t *qc;            /* qc[i * cn * 4 + t]: query i's codes, zero padded */
-    int biased;            /* the kernel sums (code + 128) * q; corr is subtracted */
     double slack;          /* absolute slack c (underflow), see native/screen.py */
     int64_t cap_max;
+    /* Per query slot, for the coarse test of every group (struct of arrays, QB slots). */
+    int32_t init[QB];   /* -128 * sum(codes), wrapping: a sum of (code + 128) * q starts here */
+    double t[QB];       /* T, NaN for a query answered by the plain scan (or an unused slot) */
+    double qn[QB], dqn[QB], inv_qs[QB];
+    float lim[QB];      /* this group's coarse limit (screen_limits) */
 } screen_ctx;
 
-/* The float32 nearest to v from below (above): bounds stay bounds after the conversion. */
-static float round_down(double v) {
-    float f = (float)v;
-    return (double)f > v ? nextafterf(f, -INFINITY) : f;
+/* The float32 neighbour of a finite f towards -inf (step -1) or +inf (step +1), without libm. */
+static inline float float_step(float f, int step) {
+    if (f == 0.0f) return step > 0 ? 1.401298464e-45f : -1.401298464e-45f;
+    if (f - f != 0.0f) return f > 0.0f ? 3.402823466e38f : -3.402823466e38f; /* v beyond FLT_MAX */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u = ((f > 0.0f) == (step > 0)) ? u + 1u : u - 1u; /* away from or towards zero */
+    memcpy(&f, &u, sizeof f);
+    return f;
 }
 
-static float round_up(double v) {
+/* The float32 nearest to v from below (above): bounds stay bounds after the conversion. */
+static inline float round_down(double v) {
     float f = (float)v;
-    return (double)f < v ? nextafterf(f, INFINITY) : f;
+    return (double)f > v ? float_step(f, -1) : f;
+}
+
+static inline float round_up(double v) {
+    float f = (float)v;
+    return (double)f < v ? float_step(f, 1) : f;
+}
+
+static void screen_give_up(screen_ctx *x, screen_q *q, int64_t slot) {
+    q->fallback = 1;
+    x->t[slot] = NAN;
 }
 
 /* Drop the candidates below the current T; grow the buffer when that frees less than half of it.
  * Returns 0 (and switches the query to the plain scan) when it would grow past cap_max. */
-static int screen_room(const screen_ctx *x, screen_q *q) {
+static int screen_room(screen_ctx *x, screen_q *q, int64_t slot) {
     int64_t kept = 0;
     for (int64_t j = 0; j < q->len; j++) {
         if (q->cup[j] >= q->T) {
@@ -822,7 +841,7 @@ static int screen_room(const screen_ctx *x, screen_q *q) {
     if (cid != NULL) q->cid = cid;
     float *cup = cid != NULL ? realloc(q->cup, (size_t)cap * sizeof *cup) : NULL;
     if (cup == NULL) { /* at the limit, or out of memory: the plain scan needs neither buffer */
-        q->fallback = 1;
+        screen_give_up(x, q, slot);
         return 0;
     }
     q->cup = cup;
@@ -830,18 +849,21 @@ static int screen_room(const screen_ctx *x, screen_q *q) {
     return 1;
 }
 
-/* A row whose upper bound passed T: keep it, and let its lower bound raise T. */
-static void screen_offer(const screen_ctx *x, screen_q *q, int64_t row, int32_t acc, float up) {
+/* A row that passed its group's coarse test: its own upper bound (double, rounded up) decides
+ * whether it is a candidate; if it is, its lower bound may raise T. acc: the exact int32 sum. */
+static void screen_offer(screen_ctx *x, screen_q *q, int64_t slot, int64_t row, int32_t acc) {
     if (q->ex != NULL && q->ex[row]) return; /* never returned: neither candidate nor bound */
-    if (q->len == q->cap && !screen_room(x, q)) return;
+    const float err = x->errs[row];
+    const double approx = (double)acc * x->scales[row] * q->qs;
+    const double eps = (double)err * q->qn + (double)x->norms[row] * q->dqn;
+    const float up = round_up(approx + eps); /* +inf for rows without a bound */
+    if (!(up >= q->T)) return;
+    if (q->len == q->cap && !screen_room(x, q, slot)) return;
     q->cid[q->len] = row;
     q->cup[q->len] = up;
     q->len++;
-    const float err = x->errs[row];
     if (!(err < INFINITY)) return; /* rows without a bound: always candidates, never bounds */
-    const double lo = (double)acc * x->scales[row] * q->qs -
-                      ((double)err * q->qn + (double)x->norms[row] * q->dqn) - x->slack;
-    const float low = round_down(lo);
+    const float low = round_down(approx - eps - x->slack);
     heap_t *h = &q->lb;
     if (h->size < h->cap) {
         heap_push(h, low, row);
@@ -852,42 +874,75 @@ static void screen_offer(const screen_ctx *x, screen_q *q, int64_t row, int32_t 
     } else {
         return;
     }
-    if (h->size == h->cap) q->T = round_down((double)h->s[0] - x->slack);
+    if (h->size == h->cap) {
+        q->T = round_down((double)h->s[0] - x->slack);
+        x->t[slot] = q->T;
+    }
 }
 
-/* Test the 16 rows of group g (int32 sums acc, biased when x->biased) against query q's T.
- * Plain C: inlined into each ISA's scan, where the compiler vectorizes it. */
-static inline __attribute__((always_inline)) void
-screen_test(const screen_ctx *x, screen_q *q, int64_t g, const int32_t *acc) {
-    if (q->fallback) return;
-    const float *sc = x->scales + g * SG, *er = x->errs + g * SG, *nm = x->norms + g * SG;
-    const uint32_t corr = x->biased ? (uint32_t)q->corr : 0u;
-    const float qs = q->qs, qn = q->qn, dqn = q->dqn, t = q->T;
-    int32_t a[SG];
-    float up[SG];
-    unsigned m = 0;
+/* What the coarse test of a group needs: the largest error term and norm of its bounded rows,
+ * and the mask of its rows without a bound (always offered). */
+typedef struct {
+    double err, norm;
+    unsigned always;
+} screen_group;
+
+static inline screen_group screen_group_terms(const screen_ctx *x, int64_t g) {
+    screen_group t = {0.0, 0.0, 0u};
     for (int r = 0; r < SG; r++) {
-        a[r] = (int32_t)((uint32_t)acc[r] - corr); /* exact: the true sum fits int32 */
-        up[r] = (float)a[r] * (sc[r] * qs) + (qn * er[r] + dqn * nm[r]);
-        m |= (unsigned)(up[r] >= t) << r;
+        const float e = x->errs[g * SG + r], nm = x->norms[g * SG + r];
+        if (e < INFINITY) {
+            t.err = e > t.err ? e : t.err;
+            t.norm = nm > t.norm ? nm : t.norm;
+        } else {
+            t.always |= 1u << r;
+        }
     }
-    const int64_t live = x->n - g * SG; /* rows of the last group past n are padding */
+    return t;
+}
+
+/* The coarse test of a group for query slot i: with E = err_max * ||q|| + norm_max * ||q - q~||
+ * (>= every row's eps), a row can only become a candidate when acc * scale >= (T - E) / qs. The
+ * limit is lowered by 2^-21 of (|r| + (|T| + E) / qs) and by 2^-140: more than the float32
+ * rounding of acc * scale and the double rounding of r and of screen_offer's exact check, so the
+ * test never drops a row that check would keep. NaN (never passed) for a query not screened. */
+static void screen_limits(screen_ctx *x, int64_t nq, const screen_group *gt) {
+    for (int64_t i = 0; i < nq; i++) {
+        const double t = x->t[i], e = gt->err * x->qn[i] + gt->norm * x->dqn[i];
+        const double r = (t - e) * x->inv_qs[i];
+        x->lim[i] = t != t ? NAN
+                    : t == -INFINITY
+                        ? -INFINITY
+                        : round_down(r - (fabs(r) + (fabs(t) + e) * x->inv_qs[i]) * 0x1p-21 -
+                                     0x1p-140);
+    }
+}
+
+/* Offer the rows of group g in mask m (coarse test passed, or no bound) to query slot i, leaving
+ * out the padding past n. acc: the 16 exact int32 sums. */
+static void screen_take(screen_ctx *x, screen_q *q, int64_t slot, int64_t g, const int32_t *acc,
+                        unsigned m) {
+    if (q->fallback) return;
+    const int64_t live = x->n - g * SG;
     if (live < SG) m &= (1u << live) - 1u;
     while (m) {
         const int r = __builtin_ctz(m);
         m &= m - 1u;
-        screen_offer(x, q, g * SG + r, a[r], up[r]);
+        screen_offer(x, q, slot, g * SG + r, acc[r]);
     }
 }
 
-typedef void (*screen_scan_fn)(const screen_ctx *x, screen_q *q, int64_t nq);
+typedef void (*screen_scan_fn)(screen_ctx *x, screen_q *q, int64_t nq);
 
-/* Portable: acc[i * SG + r] = sum_t code[r, t] * q_i[t] (unbiased, int32). */
-static void screen_scan_portable(const screen_ctx *x, screen_q *q, int64_t nq) {
+/* Portable: exact int32 sums of (code) * (query code), then the coarse test, in plain C. */
+static void screen_scan_portable(screen_ctx *x, screen_q *q, int64_t nq) {
     const int64_t cn = x->cn;
     int32_t acc[SG];
     for (int64_t g = 0; g < x->groups; g++) {
         const uint8_t *p = x->packed + g * SG * 4 * cn;
+        const float *sc = x->scales + g * SG;
+        const screen_group gt = screen_group_terms(x, g);
+        screen_limits(x, nq, &gt);
         for (int64_t i = 0; i < nq; i++) {
             const int8_t *qc = x->qc + i * cn * 4;
             for (int r = 0; r < SG; r++) acc[r] = 0;
@@ -895,7 +950,9 @@ static void screen_scan_portable(const screen_ctx *x, screen_q *q, int64_t nq) {
                 for (int r = 0; r < SG; r++)
                     for (int t = 0; t < 4; t++)
                         acc[r] += ((int32_t)p[c * 64 + r * 4 + t] - 128) * (int32_t)qc[c * 4 + t];
-            screen_test(x, &q[i], g, acc);
+            unsigned m = gt.always;
+            for (int r = 0; r < SG; r++) m |= (unsigned)((float)acc[r] * sc[r] >= x->lim[i]) << r;
+            if (m) screen_take(x, &q[i], i, g, acc, m);
         }
     }
 }
@@ -903,14 +960,18 @@ static void screen_scan_portable(const screen_ctx *x, screen_q *q, int64_t nq) {
 #if PR_X86
 
 /* AVX2: vpmaddubsw (u8 codes x s8 query codes in [-64, 64], pairs summed in int16 without
- * saturation) then vpmaddwd with ones; NQ queries at a time, 8 rows per register. */
+ * saturation) then vpmaddwd with ones; nq queries at a time, 8 rows per register. Adding init
+ * makes the sums exact; the coarse test runs on them in registers. */
 PR_AVX2 static inline __attribute__((always_inline)) void
-screen_accs_avx2(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, int32_t *out) {
+screen_tile_avx2(screen_ctx *x, screen_q *q, int64_t g, int64_t i0, const int nq,
+                 const screen_group *gt) {
+    const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+    const int32_t *qw = x->qw + i0;
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i lo[4], hi[4];
 #pragma GCC unroll 4
     for (int u = 0; u < nq; u++) lo[u] = hi[u] = _mm256_setzero_si256();
-    for (int64_t c = 0; c < cn; c++) {
+    for (int64_t c = 0; c < x->cn; c++) {
         const __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + c * 64));
         const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + c * 64 + 32));
 #pragma GCC unroll 4
@@ -920,27 +981,60 @@ screen_accs_avx2(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, 
             hi[u] = _mm256_add_epi32(hi[u], _mm256_madd_epi16(_mm256_maddubs_epi16(v1, w), ones));
         }
     }
+    const __m256 s0 = _mm256_loadu_ps(x->scales + g * SG);
+    const __m256 s1 = _mm256_loadu_ps(x->scales + g * SG + 8);
 #pragma GCC unroll 4
     for (int u = 0; u < nq; u++) {
-        _mm256_storeu_si256((__m256i *)(out + u * SG), lo[u]);
-        _mm256_storeu_si256((__m256i *)(out + u * SG + 8), hi[u]);
+        const __m256i init = _mm256_set1_epi32(x->init[i0 + u]);
+        lo[u] = _mm256_add_epi32(lo[u], init);
+        hi[u] = _mm256_add_epi32(hi[u], init);
+        const __m256 lim = _mm256_set1_ps(x->lim[i0 + u]);
+        const __m256 c0 = _mm256_cmp_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo[u]), s0), lim, _CMP_GE_OQ);
+        const __m256 c1 = _mm256_cmp_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi[u]), s1), lim, _CMP_GE_OQ);
+        const unsigned m = gt->always | (unsigned)_mm256_movemask_ps(c0) |
+                           (unsigned)_mm256_movemask_ps(c1) << 8;
+        if (m) {
+            int32_t acc[SG];
+            _mm256_storeu_si256((__m256i *)acc, lo[u]);
+            _mm256_storeu_si256((__m256i *)(acc + 8), hi[u]);
+            screen_take(x, &q[i0 + u], i0 + u, g, acc, m);
+        }
     }
 }
 
-PR_AVX2 static void screen_scan_avx2(const screen_ctx *x, screen_q *q, int64_t nq) {
-    int32_t acc[QB * SG];
+/* screen_limits for 4 query slots at a time. Conversion to float32 rounds to nearest, so the
+ * margin is doubled (2^-20, 2^-139: more than the half ulp it may add), and limits above FLT_MAX
+ * are clamped first. */
+PR_AVX2 static void screen_limits_avx2(screen_ctx *x, int64_t nq, const screen_group *gt) {
+    const __m256d em = _mm256_set1_pd(gt->err), nm = _mm256_set1_pd(gt->norm);
+    const __m256d sign = _mm256_set1_pd(-0.0), rel = _mm256_set1_pd(0x1p-20);
+    for (int64_t i = 0; i < nq; i += 4) {
+        const __m256d t = _mm256_loadu_pd(x->t + i), iq = _mm256_loadu_pd(x->inv_qs + i);
+        const __m256d e = _mm256_fmadd_pd(em, _mm256_loadu_pd(x->qn + i),
+                                          _mm256_mul_pd(nm, _mm256_loadu_pd(x->dqn + i)));
+        const __m256d r = _mm256_mul_pd(_mm256_sub_pd(t, e), iq);
+        const __m256d w = _mm256_fmadd_pd(_mm256_add_pd(_mm256_andnot_pd(sign, t), e), iq,
+                                          _mm256_andnot_pd(sign, r));
+        __m256d l = _mm256_sub_pd(_mm256_fnmadd_pd(w, rel, r), _mm256_set1_pd(0x1p-139));
+        l = _mm256_min_pd(_mm256_set1_pd(3.4028234663852886e38), l); /* NaN stays NaN */
+        _mm_storeu_ps(x->lim + i, _mm256_cvtpd_ps(l));
+    }
+}
+
+PR_AVX2 static void screen_scan_avx2(screen_ctx *x, screen_q *q, int64_t nq) {
     for (int64_t g = 0; g < x->groups; g++) {
-        const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+        const screen_group gt = screen_group_terms(x, g);
+        screen_limits_avx2(x, nq, &gt);
         int64_t i = 0;
-        for (; i + 4 <= nq; i += 4) screen_accs_avx2(p, x->cn, x->qw + i, 4, acc + i * SG);
-        for (; i < nq; i++) screen_accs_avx2(p, x->cn, x->qw + i, 1, acc + i * SG);
-        for (i = 0; i < nq; i++) screen_test(x, &q[i], g, acc + i * SG);
+        for (; i + 4 <= nq; i += 4) screen_tile_avx2(x, q, g, i, 4, &gt);
+        for (; i < nq; i++) screen_tile_avx2(x, q, g, i, 1, &gt);
     }
 }
 
-/* VNNI: one vpdpbusd (embedded broadcast of the query word) adds 4 dims of 16 rows. NQ queries
- * at a time with R accumulators each (R > 1 splits the chunks, to hide the latency when NQ is
- * small); NQ * R <= 16. */
+/* VNNI: one vpdpbusd (the query word broadcast) adds 4 dims of 16 rows; nq queries at a time
+ * with nr accumulators each (nr > 1 splits the chunks, to hide the latency when nq is small),
+ * nq * nr <= 16. The biased sums go to out[u * SG + r] (kept in L1 for the test: testing them
+ * in registers made GCC shuffle the accumulators inside the loop). */
 PR_AVX512VNNI static inline __attribute__((always_inline)) void
 screen_accs_vnni(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, const int nr,
                  int32_t *out) {
@@ -973,24 +1067,65 @@ screen_accs_vnni(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, 
     }
 }
 
-PR_AVX512VNNI static void screen_scan_vnni(const screen_ctx *x, screen_q *q, int64_t nq) {
+/* screen_group_terms with AVX-512 (masked maxima; 0 when the group has no bounded row). */
+PR_AVX512VNNI static inline screen_group screen_group_terms_avx512(const screen_ctx *x, int64_t g) {
+    const __m512 e = _mm512_loadu_ps(x->errs + g * SG), nm = _mm512_loadu_ps(x->norms + g * SG);
+    const __mmask16 bounded = _mm512_cmp_ps_mask(e, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    const float em = _mm512_mask_reduce_max_ps(bounded, e);
+    const float nmax = _mm512_mask_reduce_max_ps(bounded, nm);
+    screen_group t = {em > 0.0f ? em : 0.0, nmax > 0.0f ? nmax : 0.0, ~(unsigned)bounded & 0xFFFFu};
+    return t;
+}
+
+/* screen_limits for 8 query slots at a time (double lanes, directed conversion to float32). */
+PR_AVX512VNNI static void screen_limits_avx512(screen_ctx *x, int64_t nq,
+                                               const screen_group *gt) {
+    const __m512d em = _mm512_set1_pd(gt->err), nm = _mm512_set1_pd(gt->norm);
+    const __m512d rel = _mm512_set1_pd(0x1p-21);
+    for (int64_t i = 0; i < nq; i += 8) {
+        const __m512d t = _mm512_loadu_pd(x->t + i), iq = _mm512_loadu_pd(x->inv_qs + i);
+        const __m512d e =
+            _mm512_fmadd_pd(em, _mm512_loadu_pd(x->qn + i), _mm512_mul_pd(nm, _mm512_loadu_pd(x->dqn + i)));
+        const __m512d r = _mm512_mul_pd(_mm512_sub_pd(t, e), iq);
+        const __m512d w =
+            _mm512_fmadd_pd(_mm512_add_pd(_mm512_abs_pd(t), e), iq, _mm512_abs_pd(r));
+        const __m512d l = _mm512_sub_pd(_mm512_fnmadd_pd(w, rel, r), _mm512_set1_pd(0x1p-140));
+        _mm256_storeu_ps(x->lim + i,
+                         _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    }
+}
+
+PR_AVX512VNNI static void screen_scan_vnni(screen_ctx *x, screen_q *q, int64_t nq) {
     int32_t acc[QB * SG];
     for (int64_t g = 0; g < x->groups; g++) {
+        const screen_group gt = screen_group_terms_avx512(x, g);
+        screen_limits_avx512(x, nq, &gt);
         const uint8_t *p = x->packed + g * SG * 4 * x->cn;
         int64_t i = 0;
         for (; i + 16 <= nq; i += 16) screen_accs_vnni(p, x->cn, x->qw + i, 16, 1, acc + i * SG);
         for (; i + 4 <= nq; i += 4) screen_accs_vnni(p, x->cn, x->qw + i, 4, 2, acc + i * SG);
         for (; i < nq; i++) screen_accs_vnni(p, x->cn, x->qw + i, 1, 4, acc + i * SG);
-        for (i = 0; i < nq; i++) screen_test(x, &q[i], g, acc + i * SG);
+        const __m512 sc = _mm512_loadu_ps(x->scales + g * SG);
+        for (i = 0; i < nq; i++) {
+            int32_t *a = acc + i * SG;
+            const __m512i v = _mm512_add_epi32(_mm512_loadu_si512((const void *)a),
+                                               _mm512_set1_epi32(x->init[i]));
+            const unsigned m = gt.always |
+                               _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sc),
+                                                  _mm512_set1_ps(x->lim[i]), _CMP_GE_OQ);
+            if (m) {
+                _mm512_storeu_si512((void *)a, v);
+                screen_take(x, &q[i], i, g, a, m);
+            }
+        }
     }
 }
 
 #endif /* PR_X86 */
 
-/* The stage-1 kernel of a path, its query code range, and whether its sums are biased. */
-static screen_scan_fn pick_screen(int isa, int *qmax, int *biased) {
+/* The stage-1 kernel of a path and its query code range. */
+static screen_scan_fn pick_screen(int isa, int *qmax) {
     *qmax = SCREEN_QMAX;
-    *biased = 1;
 #if PR_X86
     if (isa >= PR_ISA_AVX512 && pr_int8_vnni()) return screen_scan_vnni;
     if (isa >= PR_ISA_AVX2) {
@@ -999,35 +1134,33 @@ static screen_scan_fn pick_screen(int isa, int *qmax, int *biased) {
     }
 #endif
     (void)isa;
-    *biased = 0;
     return screen_scan_portable;
 }
 
-/* Quantize query i of the group (codes in [-qmax, qmax], scale max|q| / qmax) and set its bound
+/* Quantize the query of slot i (codes in [-qmax, qmax], scale max|q| / qmax) and set its bound
  * terms. Returns 0 when the bound cannot be certified: NaN or infinite entries, a zero or tiny
  * query (scale below FLT_MIN), or ||q|| * max_norm >= 2^126 (float32 sums could overflow). */
 static int screen_prep_query(screen_ctx *x, screen_q *s, int64_t i, const float *q, int64_t d,
                              int qmax, float max_norm) {
+    int8_t *qc = x->qc + i * x->cn * 4;
+    memset(qc, 0, (size_t)(x->cn * 4));
+    for (int64_t c = 0; c < x->cn; c++) x->qw[c * QB + i] = 0;
     float amax = 0.0f;
     for (int64_t t = 0; t < d; t++) {
         const float a = fabsf(q[t]);
         if (!(a <= 3.402823466e38f)) return 0; /* NaN or infinity */
         amax = a > amax ? a : amax;
     }
-    if (!(amax >= 1.175494351e-38f * (float)qmax)) return 0; /* its qw column is never read */
+    if (!(amax >= 1.175494351e-38f * (float)qmax)) return 0;
     const float qs = amax / (float)qmax;
-    int8_t *qc = x->qc + i * x->cn * 4;
     double n2 = 0.0, e2 = 0.0;
     int32_t sum = 0;
-    for (int64_t t = 0; t < x->cn * 4; t++) {
-        float c = 0.0f;
-        if (t < d) {
-            c = rintf(q[t] / qs);
-            c = c > (float)qmax ? (float)qmax : (c < (float)-qmax ? (float)-qmax : c);
-            const double r = (double)q[t] - (double)c * (double)qs; /* c * qs is exact */
-            n2 += (double)q[t] * (double)q[t];
-            e2 += r * r;
-        }
+    for (int64_t t = 0; t < d; t++) {
+        float c = rintf(q[t] / qs);
+        c = c > (float)qmax ? (float)qmax : (c < (float)-qmax ? (float)-qmax : c);
+        const double r = (double)q[t] - (double)c * (double)qs; /* c * qs is exact */
+        n2 += (double)q[t] * (double)q[t];
+        e2 += r * r;
         qc[t] = (int8_t)c;
         sum += (int32_t)c;
     }
@@ -1040,8 +1173,13 @@ static int screen_prep_query(screen_ctx *x, screen_q *s, int64_t i, const float 
     s->qs = qs;
     s->qn = round_up(sqrt(n2) * grow);
     s->dqn = round_up(sqrt(e2) * grow);
-    s->corr = (int32_t)((uint32_t)sum * 128u);
-    return (double)s->qn * (double)max_norm < 0x1p126;
+    if (!((double)s->qn * (double)max_norm < 0x1p126)) return 0;
+    x->init[i] = (int32_t)(0u - (uint32_t)sum * 128u);
+    x->t[i] = -INFINITY;
+    x->qn[i] = s->qn;
+    x->dqn[i] = s->dqn;
+    x->inv_qs[i] = 1.0 / (double)qs;
+    return 1;
 }
 
 /* Stage 2: rescore the candidates that pass the final T exactly in float32 (ids ascending, so
@@ -1108,10 +1246,14 @@ int pr_topk_screened(const float *items, const uint8_t *packed, const float *sca
                    norms == NULL)) ||
         (b > 0 && (queries == NULL || out_ids == NULL || out_scores == NULL || out_counts == NULL)))
         return PR_E_ARG;
-    screen_ctx x = {packed, scales, errs, norms, n, (n + SG - 1) / SG, (d + 3) / 4, NULL, NULL,
-                    0, ldexp((double)(d + 1), -135), 4096 + 16 * k};
+    screen_ctx x;
+    memset(&x, 0, sizeof x);
+    x.packed = packed, x.scales = scales, x.errs = errs, x.norms = norms;
+    x.n = n, x.groups = (n + SG - 1) / SG, x.cn = (d + 3) / 4;
+    x.slack = ldexp((double)(d + 1), -135);
+    x.cap_max = 4096 + 16 * k;
     int qmax;
-    screen_scan_fn scan = pick_screen(isa, &qmax, &x.biased);
+    screen_scan_fn scan = pick_screen(isa, &qmax);
     screen_q q[QB];
     if (!screen_alloc(&x, q, k)) {
         screen_free(&x, q);
@@ -1119,6 +1261,7 @@ int pr_topk_screened(const float *items, const uint8_t *packed, const float *sca
     }
     for (int64_t q0 = 0; q0 < b; q0 += QB) {
         const int64_t nq = (b - q0 < QB) ? b - q0 : QB;
+        for (int i = 0; i < QB; i++) x.t[i] = NAN; /* unused slots are never screened */
         for (int64_t i = 0; i < nq; i++) {
             screen_q *s = &q[i];
             s->ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
