@@ -110,6 +110,34 @@ class ScreenedItems:
         return codes
 
 
+_BUILD_ROWS = 8192  # rows quantized at a time (bounds the float64 scratch memory)
+
+
+def _shadow_rows(
+    rows: npt.NDArray[np.float32], d: int
+) -> tuple[
+    npt.NDArray[np.uint8], npt.NDArray[np.float32], npt.NDArray[np.float64], npt.NDArray[np.float64]
+]:
+    """Packed-order codes (``code + 128``), scales, error terms and norms of some rows (float64,
+    not yet rounded up); rows without a bound get codes 0, scale 0, ``err = inf``, norm 0."""
+    finite = np.asarray(np.isfinite(rows).all(axis=1), dtype=np.bool_)
+    codes, scales = quantize_rows(np.where(finite[:, None], rows, np.float32(0)))
+    deq = codes.astype(np.float64) * scales.astype(np.float64)[:, None]  # exact
+    rest = np.where(finite[:, None], rows - deq, 0.0)
+    e = np.sqrt(np.einsum("ij,ij->i", rest, rest))
+    norm = np.sqrt(np.einsum("ij,ij->i", deq, deq))
+    err = (e + rho(d) * (norm + e)) * _GROW
+    bounded = finite & ((scales == 0) | (scales >= _FLT_MIN)) & ((norm + err) * _GROW < _FLT_MAX)
+    codes[~bounded] = 0
+    biased = (codes.view(np.uint8) ^ np.uint8(CODE_BIAS)).astype(np.uint8)  # code + 128
+    return (
+        biased,
+        np.where(bounded, scales, np.float32(0)),
+        np.where(bounded, err, np.inf),
+        np.where(bounded, norm * _GROW, 0.0),
+    )
+
+
 def screen_int8(items: npt.NDArray[np.float32]) -> ScreenedItems:
     """Build the int8 shadow of a C-contiguous float32 catalog ``[N, D]`` (``1 <= D <= 133144``).
 
@@ -122,39 +150,25 @@ def screen_int8(items: npt.NDArray[np.float32]) -> ScreenedItems:
     n, d = items.shape
     if not 1 <= d <= MAX_INT8_DIM:
         raise ValueError(f"screen_int8 needs 1 <= D <= {MAX_INT8_DIM}, got D={d}")
-    finite = np.asarray(np.isfinite(items).all(axis=1), dtype=np.bool_)
-    codes, scales = quantize_rows(np.where(finite[:, None], items, np.float32(0)))
-    deq = codes.astype(np.float64) * scales.astype(np.float64)[:, None]  # exact
-    rest = np.where(finite[:, None], items.astype(np.float64) - deq, 0.0)
-    e = np.sqrt(np.sum(rest * rest, axis=1))
-    norm = np.sqrt(np.sum(np.square(deq), axis=1))
-    err = (e + rho(d) * (norm + e)) * _GROW
-    bounded = finite & ((scales == 0) | (scales >= _FLT_MIN)) & ((norm + err) * _GROW < _FLT_MAX)
-    codes[~bounded] = 0
-    scales = np.where(bounded, scales, np.float32(0))
-    err = np.where(bounded, err, np.inf)
-    norm = np.where(bounded, norm * _GROW, 0.0)
     groups, chunks = -(-n // GROUP), -(-d // CHUNK)
-    padded = np.zeros((groups * GROUP, chunks * CHUNK), dtype=np.uint8)
-    padded[:, :] = CODE_BIAS
-    padded[:n, :d] = (codes.astype(np.int16) + CODE_BIAS).astype(np.uint8)
-    packed = np.ascontiguousarray(
-        padded.reshape(groups, GROUP, chunks, CHUNK).transpose(0, 2, 1, 3)
-    )
-    max_norm = float(round_up(np.array([np.max(norm + err, where=bounded, initial=0.0)]))[0])
-
-    def per_row(values: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
-        out = np.zeros(groups * GROUP, dtype=np.float32)
-        out[:n] = round_up(values.astype(np.float64))
-        return out
-
+    padded = np.full((groups * GROUP, chunks * CHUNK), CODE_BIAS, dtype=np.uint8)
+    terms = np.zeros((3, groups * GROUP), dtype=np.float64)  # scales, errs, norms
+    for start in range(0, n, _BUILD_ROWS):
+        stop = min(start + _BUILD_ROWS, n)
+        padded[start:stop, :d], *columns = _shadow_rows(items[start:stop], d)
+        for row, values in zip(terms, columns, strict=True):
+            row[start:stop] = values
+    scales, errs, norms = (round_up(row) for row in terms)
+    bounded = np.isfinite(errs[:n])
+    max_norm = np.max(norms[:n].astype(np.float64) + errs[:n], where=bounded, initial=0.0)
+    packed = padded.reshape(groups, GROUP, chunks, CHUNK).transpose(0, 2, 1, 3)
     return ScreenedItems(
         items=items,
-        packed=packed,
-        scales=per_row(scales),
-        errs=per_row(err),
-        norms=per_row(norm),
-        max_norm=max_norm,
+        packed=np.ascontiguousarray(packed),
+        scales=scales,
+        errs=errs,
+        norms=norms,
+        max_norm=float(round_up(np.array([max_norm]))[0]),
     )
 
 
