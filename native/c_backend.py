@@ -47,6 +47,7 @@ def int8_uses_vnni() -> bool:
 
 
 KINDS = ("f32", "f32_batch", "int8", "screened")  # kernels whose path is chosen separately
+RUNTIME_KINDS = ("f32", "f32_batch", "int8")  # the kinds the runtime's catalogs use
 
 
 def chosen_isa(kind: str) -> str:
@@ -59,17 +60,18 @@ def chosen_isa(kind: str) -> str:
     return isa_choice.choose(kind, available_isas(), _calibration_runners(kind))
 
 
-def isa_report() -> dict[str, str]:
-    """The path ``isa=None`` uses per kernel kind, and why: ``{"f32": "avx2 (measured)", ...}``.
-    Makes the choices (a few ms of measurement each) that were not made yet."""
-    chosen = {kind: chosen_isa(kind) for kind in KINDS}
+def isa_report(kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
+    """The path ``isa=None`` uses per kernel kind (of ``kinds``), and why: ``{"f32": "avx2
+    (measured)", ...}``. Makes the choices (a few ms of measurement each) not made yet."""
+    chosen = {kind: chosen_isa(kind) for kind in kinds}
     why = isa_choice.choices()
     return {kind: f"{isa} ({why[kind].source})" for kind, isa in chosen.items()}
 
 
 def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
     """A factory of ``{isa: run()}`` over the small scratch catalog, for ``isa_choice.choose``.
-    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row)."""
+    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row),
+    the screened kernel (32 queries) on four times as many."""
 
     def make() -> dict[str, Callable[[], object]]:
         items, queries = isa_choice.calibration_data()
@@ -87,7 +89,7 @@ def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
         if kind == "screened":
             from pocketrec.native.screen import screen_int8
 
-            screened = screen_int8(items)
+            screened = screen_int8(items[: 4 * isa_choice.BATCH_CALIBRATION_ROWS])
             return {
                 isa: functools.partial(topk_screened, screened, queries, None, 10, isa=isa)
                 for isa in isas

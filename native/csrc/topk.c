@@ -1217,15 +1217,16 @@ static void screen_free(screen_ctx *x, screen_q *q) {
     }
 }
 
-static int screen_alloc(screen_ctx *x, screen_q *q, int64_t k) {
-    const int64_t cap0 = 64 + 2 * k < x->cap_max ? 64 + 2 * k : x->cap_max;
+/* Scratch for QB queries; kn = min(k, n) (at least 1): no query holds more than n bounds. */
+static int screen_alloc(screen_ctx *x, screen_q *q, int64_t kn) {
+    const int64_t cap0 = 64 + 2 * kn < x->cap_max ? 64 + 2 * kn : x->cap_max;
     memset(q, 0, QB * sizeof *q);
     x->qw = malloc((size_t)x->cn * QB * sizeof *x->qw);
     x->qc = malloc((size_t)x->cn * 4 * QB);
     int ok = x->qw != NULL && x->qc != NULL;
     for (int i = 0; i < QB && ok; i++) {
-        q[i].lb.s = malloc((size_t)k * sizeof(float));
-        q[i].lb.id = malloc((size_t)k * sizeof(int64_t));
+        q[i].lb.s = malloc((size_t)kn * sizeof(float));
+        q[i].lb.id = malloc((size_t)kn * sizeof(int64_t));
         q[i].cid = malloc((size_t)cap0 * sizeof(int64_t));
         q[i].cup = malloc((size_t)cap0 * sizeof(float));
         q[i].cap = cap0;
@@ -1251,11 +1252,12 @@ int pr_topk_screened(const float *items, const uint8_t *packed, const float *sca
     x.packed = packed, x.scales = scales, x.errs = errs, x.norms = norms;
     x.n = n, x.groups = (n + SG - 1) / SG, x.cn = (d + 3) / 4;
     x.slack = ldexp((double)(d + 1), -135);
-    x.cap_max = 4096 + 16 * k;
+    const int64_t kn = k < n ? k : (n > 0 ? n : 1); /* k may exceed n (rows are padded) */
+    x.cap_max = 4096 + 16 * kn;
     int qmax;
     screen_scan_fn scan = pick_screen(isa, &qmax);
     screen_q q[QB];
-    if (!screen_alloc(&x, q, k)) {
+    if (!screen_alloc(&x, q, kn)) {
         screen_free(&x, q);
         return PR_E_MEM;
     }
@@ -1268,7 +1270,7 @@ int pr_topk_screened(const float *items, const uint8_t *packed, const float *sca
             s->fallback = !screen_prep_query(&x, s, i, queries + (q0 + i) * d, d, qmax, max_norm);
             s->T = -INFINITY;
             s->lb.size = 0;
-            s->lb.cap = k;
+            s->lb.cap = kn; /* with k > n, kn = n bounds never raise T above a needed row */
             s->len = 0;
         }
         scan(&x, q, nq);
