@@ -787,13 +787,14 @@ typedef struct {
     int64_t n, groups, cn; /* cn = ceil(d / 4) chunks of 4 dims */
     int32_t *qw;           /* qw[c * QB + i]: query i's codes of chunk c as one 4-byte word */
     int8_t *qc;            /* qc[i * cn * 4 + t]: query i's codes, zero padded */
+    int8_t *rep;           /* [cn * 64]: one query's codes, each chunk repeated (portable) */
     double slack;          /* absolute slack c (underflow), see native/screen.py */
     int64_t cap_max;
     /* Per query slot, for the coarse test of every group (struct of arrays, QB slots). */
     int32_t init[QB];   /* -128 * sum(codes), wrapping: a sum of (code + 128) * q starts here */
     double t[QB];       /* T, NaN for a query answered by the plain scan (or an unused slot) */
     double qn[QB], dqn[QB], inv_qs[QB];
-    float lim[QB];      /* this group's coarse limit (screen_limits) */
+    float lim[QB];      /* this group's coarse limit per slot (screen_limit) */
 } screen_ctx;
 
 /* The float32 neighbour of a finite f towards -inf (step -1) or +inf (step +1), without libm. */
@@ -906,16 +907,12 @@ static inline screen_group screen_group_terms(const screen_ctx *x, int64_t g) {
  * limit is lowered by 2^-21 of (|r| + (|T| + E) / qs) and by 2^-140: more than the float32
  * rounding of acc * scale and the double rounding of r and of screen_offer's exact check, so the
  * test never drops a row that check would keep. NaN (never passed) for a query not screened. */
-static void screen_limits(screen_ctx *x, int64_t nq, const screen_group *gt) {
-    for (int64_t i = 0; i < nq; i++) {
-        const double t = x->t[i], e = gt->err * x->qn[i] + gt->norm * x->dqn[i];
-        const double r = (t - e) * x->inv_qs[i];
-        x->lim[i] = t != t ? NAN
-                    : t == -INFINITY
-                        ? -INFINITY
-                        : round_down(r - (fabs(r) + (fabs(t) + e) * x->inv_qs[i]) * 0x1p-21 -
-                                     0x1p-140);
-    }
+static inline float screen_limit(const screen_ctx *x, int64_t i, const screen_group *gt) {
+    const double t = x->t[i], e = gt->err * x->qn[i] + gt->norm * x->dqn[i];
+    const double r = (t - e) * x->inv_qs[i];
+    if (t != t) return NAN;
+    if (t == -INFINITY) return -INFINITY;
+    return round_down(r - (fabs(r) + (fabs(t) + e) * x->inv_qs[i]) * 0x1p-21 - 0x1p-140);
 }
 
 /* Offer the rows of group g in mask m (coarse test passed, or no bound) to query slot i, leaving
@@ -934,24 +931,31 @@ static void screen_take(screen_ctx *x, screen_q *q, int64_t slot, int64_t g, con
 
 typedef void (*screen_scan_fn)(screen_ctx *x, screen_q *q, int64_t nq);
 
-/* Portable: exact int32 sums of (code) * (query code), then the coarse test, in plain C. */
+/* Portable: one query at a time over every group. Its codes are repeated 16 times per chunk
+ * (rep[c * 64 + 4r + t] = code of dim 4c + t), so a chunk of 16 rows is a plain 64-lane
+ * multiply-add that compilers vectorize (SSE2, NEON). Exact int32 sums, then the coarse test.
+ * About 30x slower than VNNI on x86 (SSE2 has no 32-bit multiply): as slow as 32 plain calls. */
 static void screen_scan_portable(screen_ctx *x, screen_q *q, int64_t nq) {
     const int64_t cn = x->cn;
-    int32_t acc[SG];
-    for (int64_t g = 0; g < x->groups; g++) {
-        const uint8_t *p = x->packed + g * SG * 4 * cn;
-        const float *sc = x->scales + g * SG;
-        const screen_group gt = screen_group_terms(x, g);
-        screen_limits(x, nq, &gt);
-        for (int64_t i = 0; i < nq; i++) {
-            const int8_t *qc = x->qc + i * cn * 4;
-            for (int r = 0; r < SG; r++) acc[r] = 0;
+    for (int64_t i = 0; i < nq; i++) {
+        const int8_t *qc = x->qc + i * cn * 4;
+        for (int64_t c = 0; c < cn; c++)
+            for (int j = 0; j < 64; j++) x->rep[c * 64 + j] = qc[c * 4 + (j & 3)];
+        for (int64_t g = 0; g < x->groups && !q[i].fallback; g++) {
+            const uint8_t *p = x->packed + g * SG * 4 * cn;
+            const int8_t *rep = x->rep;
+            int32_t a[64], acc[SG];
+            for (int j = 0; j < 64; j++) a[j] = 0;
             for (int64_t c = 0; c < cn; c++)
-                for (int r = 0; r < SG; r++)
-                    for (int t = 0; t < 4; t++)
-                        acc[r] += ((int32_t)p[c * 64 + r * 4 + t] - 128) * (int32_t)qc[c * 4 + t];
+                for (int j = 0; j < 64; j++)
+                    a[j] += ((int32_t)p[c * 64 + j] - 128) * (int32_t)rep[c * 64 + j];
+            for (int r = 0; r < SG; r++)
+                acc[r] = (a[4 * r] + a[4 * r + 1]) + (a[4 * r + 2] + a[4 * r + 3]);
+            const screen_group gt = screen_group_terms(x, g);
+            const float lim = screen_limit(x, i, &gt);
+            const float *sc = x->scales + g * SG;
             unsigned m = gt.always;
-            for (int r = 0; r < SG; r++) m |= (unsigned)((float)acc[r] * sc[r] >= x->lim[i]) << r;
+            for (int r = 0; r < SG; r++) m |= (unsigned)((float)acc[r] * sc[r] >= lim) << r;
             if (m) screen_take(x, &q[i], i, g, acc, m);
         }
     }
@@ -1002,7 +1006,7 @@ screen_tile_avx2(screen_ctx *x, screen_q *q, int64_t g, int64_t i0, const int nq
     }
 }
 
-/* screen_limits for 4 query slots at a time. Conversion to float32 rounds to nearest, so the
+/* screen_limit for 4 query slots at a time. Conversion to float32 rounds to nearest, so the
  * margin is doubled (2^-20, 2^-139: more than the half ulp it may add), and limits above FLT_MAX
  * are clamped first. */
 PR_AVX2 static void screen_limits_avx2(screen_ctx *x, int64_t nq, const screen_group *gt) {
@@ -1077,7 +1081,7 @@ PR_AVX512VNNI static inline screen_group screen_group_terms_avx512(const screen_
     return t;
 }
 
-/* screen_limits for 8 query slots at a time (double lanes, directed conversion to float32). */
+/* screen_limit for 8 query slots at a time (double lanes, directed conversion to float32). */
 PR_AVX512VNNI static void screen_limits_avx512(screen_ctx *x, int64_t nq,
                                                const screen_group *gt) {
     const __m512d em = _mm512_set1_pd(gt->err), nm = _mm512_set1_pd(gt->norm);
@@ -1209,6 +1213,7 @@ static void screen_finish(const screen_q *s, const float *items, int64_t d, cons
 static void screen_free(screen_ctx *x, screen_q *q) {
     free(x->qw);
     free(x->qc);
+    free(x->rep);
     for (int i = 0; i < QB; i++) {
         free(q[i].lb.s);
         free(q[i].lb.id);
@@ -1223,7 +1228,8 @@ static int screen_alloc(screen_ctx *x, screen_q *q, int64_t kn) {
     memset(q, 0, QB * sizeof *q);
     x->qw = malloc((size_t)x->cn * QB * sizeof *x->qw);
     x->qc = malloc((size_t)x->cn * 4 * QB);
-    int ok = x->qw != NULL && x->qc != NULL;
+    x->rep = malloc((size_t)x->cn * 64);
+    int ok = x->qw != NULL && x->qc != NULL && x->rep != NULL;
     for (int i = 0; i < QB && ok; i++) {
         q[i].lb.s = malloc((size_t)kn * sizeof(float));
         q[i].lb.id = malloc((size_t)kn * sizeof(int64_t));
