@@ -758,9 +758,10 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
 /* Stage 1 reads the int8 shadow once per QB queries. Codes are stored +128 as uint8 in groups  */
 /* of SG = 16 rows: chunk c of group g (64 bytes) holds dims 4c..4c+3 of its 16 rows, row r at  */
 /* bytes 4r..4r+3, so one vpdpbusd with the query's 4 codes broadcast accumulates 16 rows. For  */
-/* every (row, query) the upper bound U = s~ + eps is tested against the query's threshold T;   */
-/* the rare rows that pass (candidates) go to a scalar path that keeps their upper bound, and   */
-/* feeds their lower bound to a heap of the k largest lower bounds, which raises T. Stage 2     */
+/* every (row, query) a coarse test with the group's largest error terms (screen_limit) asks    */
+/* whether the upper bound s~ + eps can reach the query's threshold T; the rare rows that pass  */
+/* get their own bounds (screen_offer): a candidate keeps its upper bound and feeds its lower   */
+/* bound to a heap of the k largest lower bounds, which raises T. Stage 2                        */
 /* rescores the candidates that still pass the final T in float32 and selects the top k like    */
 /* the plain kernel. A query whose bound cannot be certified (zero, infinite or tiny values, a  */
 /* possible float32 overflow) or whose candidates outgrow their buffer is answered by the plain */
