@@ -12,7 +12,10 @@ several rounds so that a shared machine's drifts hit them alike. Rows:
   8-bit; skipped with a note when faiss is not installed);
 - the memory floor: a streaming read of the same bytes (the float32 catalog; the int8 codes and
   scales), timed like a method, interleaved with the others;
-- batch B = 32: one call with 32 queries (C, numba, faiss).
+- batch B = 32: one call with 32 queries (C, numba, faiss);
+- the int8-screened float32 catalog (``screen_int8``, C): one query, and one batch of 32; its
+  results must be numpy float32's ids like every float32 method. Per N the script also prints
+  how many rows per query the screen rescored in float32, and how long the shadow took to build.
 
 For each method and N it prints the minimum and the median call time and each one's ratio to the
 floor's, the target ratios with PASS/MISS, and checks that every float32 method returns the top-k
@@ -47,7 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 import pocketrec
-from pocketrec.native import Int8Items, backends, quantize_int8, topk
+from pocketrec.native import Int8Items, ScreenedItems, backends, quantize_int8, screen_int8, topk
 
 try:
     import faiss
@@ -74,6 +77,8 @@ BATCH = 32
 C_F32_BATCH = f"pocketrec f32 c, batch of {BATCH} (one call)"
 NUMBA_F32_BATCH = f"pocketrec f32 numba, batch of {BATCH} (one call)"
 FAISS_FLAT_BATCH = f"faiss IndexFlatIP, batch of {BATCH} (one call)"
+C_SCREENED = "pocketrec screened c (topk, auto)"
+C_SCREENED_BATCH = f"pocketrec screened c, batch of {BATCH} (one call)"
 
 
 def forced(kind: str, isa: str) -> str:
@@ -104,6 +109,7 @@ class SizeResult:
     median_ns: dict[str, float] = field(default_factory=dict)
     samples: dict[str, int] = field(default_factory=dict)
     check: dict[str, str] = field(default_factory=dict)
+    screen: dict[str, float] = field(default_factory=dict)  # candidates per query, build time
 
 
 # ------------------------------------------------------------------------------------------------
@@ -327,7 +333,9 @@ def _faiss_rows(result: Any) -> Ids:
     return np.asarray(result[1])
 
 
-def build_methods(items: F32, i8: Int8Items, block: F32, k: int, notes: list[str]) -> list[Method]:
+def build_methods(
+    items: F32, i8: Int8Items, screened: ScreenedItems, block: F32, k: int, notes: list[str]
+) -> list[Method]:
     """Every method for one catalog, in table order (the faiss indexes are built here).
     ``block`` is the batch of queries of the batch rows."""
     n, d = items.shape
@@ -371,6 +379,10 @@ def build_methods(items: F32, i8: Int8Items, block: F32, k: int, notes: list[str
         if b in available:
             run = partial(_pocketrec, items, k, b)
             methods.append(Method(name, "batch", partial(_batch, run, block), _rows))
+    if "c" in available:
+        run = partial(_pocketrec, screened, k, "c")
+        methods.append(Method(C_SCREENED, "f32", run, _first, True))
+        methods.append(Method(C_SCREENED_BATCH, "batch", partial(_batch, run, block), _rows))
     if faiss is None:
         if NO_FAISS not in notes:
             notes.append(NO_FAISS)
@@ -472,6 +484,23 @@ def check(
         if any(not np.array_equal(a, b) for a, b in zip(got[name], got[int8[0]], strict=True)):
             out[name] += f", DIFFERS from {int8[0]}"
     return out
+
+
+def screen_stats(screened: ScreenedItems, block: F32, k: int, build_s: float) -> dict[str, float]:
+    """Rows the C screen rescored per query of ``block`` (-1: answered by the plain scan),
+    the shadow's size and its build time."""
+    from pocketrec.native import c_backend
+
+    _, candidates = c_backend.topk_screened_counted(screened, block, None, k)
+    screened_rows = candidates[candidates >= 0]
+    return {
+        "candidates_mean": float(screened_rows.mean()) if screened_rows.size else math.nan,
+        "candidates_min": float(screened_rows.min()) if screened_rows.size else math.nan,
+        "candidates_max": float(screened_rows.max()) if screened_rows.size else math.nan,
+        "fallbacks": float(np.count_nonzero(candidates < 0)),
+        "shadow_bytes": float(screened.nbytes),
+        "build_s": build_s,
+    }
 
 
 def warm_up(run: Runner, queries: F32, min_ns: int = 50_000_000, min_calls: int = 3) -> None:
@@ -623,6 +652,11 @@ def ratios(results: dict[int, SizeResult], sizes: list[int]) -> list[Ratio]:
         )  # fmt: skip
     for n in sizes:
         add(
+            f"batch throughput: {BATCH} x C f32 (topk) / C screened batch of {BATCH}", n, C_F32,
+            C_SCREENED_BATCH, ">= 10", lambda v: v >= 10.0, scale=BATCH,
+        )  # fmt: skip
+    for n in sizes:
+        add(
             f"faiss batch of {BATCH} / C batch of {BATCH}", n, FAISS_FLAT_BATCH, C_F32_BATCH,
             "(peer)", lambda v: True,
         )  # fmt: skip
@@ -667,6 +701,16 @@ def report(results: dict[int, SizeResult], sizes: list[int], args: Any) -> list[
         if FLOOR_F32 in r.min_ns:
             gbs = n * args.dim * 4 / r.min_ns[FLOOR_F32]
             print(f"- memory floor at N={fmt_n(n)}: {gbs:.1f} GB/s (streaming read, fastest call)")
+    for n in sizes:
+        sc = results[n].screen
+        if sc:
+            print(
+                f"- screened at N={fmt_n(n)}: rows rescored in float32 per query, batch of "
+                f"{BATCH}: mean {sc['candidates_mean']:.1f} (min {sc['candidates_min']:.0f}, "
+                f"max {sc['candidates_max']:.0f}; {100 * sc['candidates_mean'] / n:.3f}% of N), "
+                f"plain-scan fallbacks {sc['fallbacks']:.0f}; shadow built in "
+                f"{sc['build_s'] * 1e3:.0f} ms ({sc['shadow_bytes'] / n:.0f} B a row)"
+            )
     print()
     print("## Top-k ids vs numpy float32 (float32: same ids; int8: mean top-k overlap)")
     print()
@@ -738,13 +782,18 @@ def main(argv: list[str] | None = None) -> int:
     for n in sizes:
         items = catalog[:n]
         i8 = quantize_int8(items)
-        methods = build_methods(items, i8, block, args.k, notes)
+        t_screen = time.perf_counter()
+        screened = screen_int8(items)
+        build_s = time.perf_counter() - t_screen
+        methods = build_methods(items, i8, screened, block, args.k, notes)
         res = SizeResult()
+        if "c" in backends():
+            res.screen = screen_stats(screened, block, args.k, build_s)
         n_check = min(args.check_queries, args.queries)
         res.check = check(methods, items, queries, block, args.k, n_check)
         res.min_ns, res.median_ns, res.samples = bench_size(methods, queries, args)
         results[n] = res
-        del methods, i8
+        del methods, i8, screened
         gc.collect()
         print(f"  N={fmt_n(n)} done ({time.perf_counter() - t_start:.0f} s)", file=sys.stderr)
 
@@ -774,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             "median_ns": {str(n): r.median_ns for n, r in results.items()},
             "calls": {str(n): r.samples for n, r in results.items()},
             "check": {str(n): r.check for n, r in results.items()},
+            "screen": {str(n): r.screen for n, r in results.items()},
             "ratios": [
                 {
                     "ratio": r.label,

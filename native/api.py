@@ -9,10 +9,11 @@ from pocketrec.native import registry
 from pocketrec.native.arguments import prepare
 from pocketrec.native.int8 import Int8Items, quantize_rows
 from pocketrec.native.result import finalize
+from pocketrec.native.screen import ScreenedItems
 
 
 def topk(
-    items: npt.NDArray[np.float32] | Int8Items,
+    items: npt.NDArray[np.float32] | Int8Items | ScreenedItems,
     query: npt.NDArray[np.float32],
     k: int,
     *,
@@ -24,7 +25,10 @@ def topk(
     Args:
         items: the catalog, C-contiguous float32 ``[N, D]``, or :class:`Int8Items` from
             ``quantize_int8`` (the query is then quantized per row the same way; see
-            ``pocketrec.native.int8`` for how the int8 score is formed).
+            ``pocketrec.native.int8`` for how the int8 score is formed), or
+            :class:`ScreenedItems` from ``screen_int8``: the float32 result (same ids and
+            scores up to float32 rounding order), found by an int8 pre-screen with a certified
+            bound (see ``pocketrec.native.screen``); fastest for batches.
         query: float32 ``[D]`` for one query, or ``[B, D]`` for a batch. NaN is rejected.
         k: how many results, ``>= 1``.
         exclude: optional bool mask ``[N]`` (or ``[B, N]`` for a batch) of items never to return;
@@ -46,7 +50,9 @@ def topk(
     """
     call = prepare(items, query, k, exclude)
     impl = registry.load(registry.resolve(backend))
-    if isinstance(call.items, Int8Items):
+    if isinstance(call.items, ScreenedItems):
+        result = impl.topk_screened(call.items, call.queries, call.exclude, call.k)
+    elif isinstance(call.items, Int8Items):
         qcodes, qscales = quantize_rows(call.queries)
         result = impl.topk_i8(
             call.items.codes, call.items.scales, qcodes, qscales, call.exclude, call.k

@@ -14,8 +14,9 @@ import numpy as np
 import numpy.typing as npt
 
 from pocketrec.native.int8 import MAX_INT8_DIM, Int8Items
+from pocketrec.native.screen import ScreenedItems
 
-Items: TypeAlias = npt.NDArray[np.float32] | Int8Items
+Items: TypeAlias = npt.NDArray[np.float32] | Int8Items | ScreenedItems
 
 
 class TopKCall(NamedTuple):
@@ -47,13 +48,16 @@ def check_k(k: object) -> int:
 
 
 def _check_items(items: object) -> Items:
+    if isinstance(items, ScreenedItems):
+        return items  # checked by screen_int8
     if isinstance(items, Int8Items):
         if not 1 <= items.shape[1] <= MAX_INT8_DIM:
             raise ValueError(f"int8 items must have dimension 1 <= D <= {MAX_INT8_DIM}")
         return items
     if not isinstance(items, np.ndarray):
         raise ValueError(
-            f"items must be a float32 numpy array [N, D] or Int8Items, got {type(items).__name__}"
+            "items must be a float32 numpy array [N, D], Int8Items or ScreenedItems, got "
+            f"{type(items).__name__}"
         )
     if items.ndim != 2:
         raise ValueError(f"items must be 2-D [N, D], got shape {items.shape}")

@@ -22,6 +22,7 @@ from pocketrec.core.errors import KernelError
 from pocketrec.native import isa_choice
 from pocketrec.native._ctopk import ffi, lib
 from pocketrec.native.result import Result, empty_result
+from pocketrec.native.screen import ScreenedItems
 
 ISA_NAMES = {
     lib.PR_ISA_PORTABLE: "portable",
@@ -45,29 +46,32 @@ def int8_uses_vnni() -> bool:
     return bool(lib.pr_int8_vnni())
 
 
-KINDS = ("f32", "f32_batch", "int8")  # kernels whose code path is chosen separately
+KINDS = ("f32", "f32_batch", "int8", "screened")  # kernels whose path is chosen separately
+RUNTIME_KINDS = ("f32", "f32_batch", "int8")  # the kinds the runtime's catalogs use
 
 
 def chosen_isa(kind: str) -> str:
     """The path ``isa=None`` uses for ``kind`` (one of ``KINDS``; ``f32_batch``: float32 with
-    two or more queries), measured once a process."""
+    two or more queries; ``screened``: the int8-screened float32 kernel, timed with a batch),
+    measured once a process."""
     cached = isa_choice.cached(kind)
     if cached is not None:
         return cached
     return isa_choice.choose(kind, available_isas(), _calibration_runners(kind))
 
 
-def isa_report() -> dict[str, str]:
-    """The path ``isa=None`` uses per kernel kind, and why: ``{"f32": "avx2 (measured)", ...}``.
-    Makes the choices (a few ms of measurement each) that were not made yet."""
-    chosen = {kind: chosen_isa(kind) for kind in KINDS}
+def isa_report(kinds: tuple[str, ...] = KINDS) -> dict[str, str]:
+    """The path ``isa=None`` uses per kernel kind (of ``kinds``), and why: ``{"f32": "avx2
+    (measured)", ...}``. Makes the choices (a few ms of measurement each) not made yet."""
+    chosen = {kind: chosen_isa(kind) for kind in kinds}
     why = isa_choice.choices()
     return {kind: f"{isa} ({why[kind].source})" for kind, isa in chosen.items()}
 
 
 def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
     """A factory of ``{isa: run()}`` over the small scratch catalog, for ``isa_choice.choose``.
-    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row)."""
+    A batch is timed on its first ``BATCH_CALIBRATION_ROWS`` rows (it does 32x the work a row),
+    the screened kernel (32 queries) on four times as many."""
 
     def make() -> dict[str, Callable[[], object]]:
         items, queries = isa_choice.calibration_data()
@@ -81,6 +85,14 @@ def _calibration_runners(kind: str) -> isa_choice.RunnerFactory:
             few = items[: isa_choice.BATCH_CALIBRATION_ROWS]
             return {
                 isa: functools.partial(topk_f32, few, queries, None, 10, isa=isa) for isa in isas
+            }
+        if kind == "screened":
+            from pocketrec.native.screen import screen_int8
+
+            screened = screen_int8(items[: 4 * isa_choice.BATCH_CALIBRATION_ROWS])
+            return {
+                isa: functools.partial(topk_screened, screened, queries, None, 10, isa=isa)
+                for isa in isas
             }
         from pocketrec.native.int8 import quantize_int8, quantize_rows
 
@@ -170,3 +182,41 @@ def topk_i8(
     )  # fmt: skip
     _check(rc, "pr_topk_i8")
     return ids, scores, counts
+
+
+def topk_screened_counted(
+    screened: ScreenedItems,
+    queries: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+    *,
+    isa: str | None = None,
+) -> tuple[Result, npt.NDArray[np.int64]]:
+    """Screened float32 top-k and, per query, the rows it rescored in float32 (int64 ``[B]``;
+    ``-1`` where the plain scan answered the query)."""
+    n, d = screened.shape
+    b = queries.shape[0]
+    ids, scores, counts = empty_result(b, k)
+    candidates = np.empty(b, dtype=np.int64)
+    ex, stride = _exclude_args(exclude, n)
+    rc = lib.pr_topk_screened(
+        _ptr("float[]", screened.items), _ptr("uint8_t[]", screened.packed),
+        _ptr("float[]", screened.scales), _ptr("float[]", screened.errs),
+        _ptr("float[]", screened.norms), screened.max_norm, n, d, _ptr("float[]", queries), b,
+        ex, stride, k, _isa_value(isa, "screened"), _ptr("int64_t[]", ids),
+        _ptr("float[]", scores), _ptr("int64_t[]", counts), _ptr("int64_t[]", candidates),
+    )  # fmt: skip
+    _check(rc, "pr_topk_screened")
+    return (ids, scores, counts), candidates
+
+
+def topk_screened(
+    screened: ScreenedItems,
+    queries: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+    *,
+    isa: str | None = None,
+) -> Result:
+    """Screened float32 top-k (same contract as ``reference.topk_screened``)."""
+    return topk_screened_counted(screened, queries, exclude, k, isa=isa)[0]

@@ -2,7 +2,8 @@
 
 A wider instruction set is not always faster: a scan over a large catalog is bound by memory, and
 how a kernel walks memory matters more than its vector width (see ``csrc/topk.c``). So the
-choice is measured: on first use of each kernel kind (``"f32"``, ``"f32_batch"``, ``"int8"``) every
+choice is measured: on first use of each kernel kind (``"f32"``, ``"f32_batch"``, ``"int8"``,
+``"screened"``) every
 usable path runs a few interleaved top-k calls over a small scratch catalog (``CALIBRATION_ROWS`` x
 ``CALIBRATION_DIM``; a few milliseconds in all) and the path with the lowest minimum time wins.
 The result is cached for the process.
@@ -32,7 +33,7 @@ KNOWN = ("portable", "avx2", "avx512")
 CALIBRATION_ROWS = 8192
 CALIBRATION_DIM = 64
 CALIBRATION_QUERIES = 32  # the batch kind is timed with this many queries ...
-BATCH_CALIBRATION_ROWS = 1024  # ... over this many rows
+BATCH_CALIBRATION_ROWS = 1024  # ... over this many rows (the screened kind: 4 times as many)
 MIN_ROUNDS = 3
 MAX_ROUNDS = 9
 BUDGET_S = 0.01  # stop adding rounds after this much time (at least MIN_ROUNDS are run)

@@ -39,6 +39,7 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from pocketrec.native.result import Result, empty_result
+from pocketrec.native.screen import ScreenedItems, query_terms, slack
 
 # float32 dot products may be summed in any order and fused (reassoc, contract, nsz); NaN and
 # infinity semantics stay IEEE so that NaN scores are detected like in the other backends.
@@ -365,4 +366,106 @@ def topk_i8(
     ids, scores, counts = empty_result(qcodes.shape[0], k)
     ex, stride = _exclude_args(exclude, codes.shape[0])
     _scan_i8(codes, scales, qcodes, qscales, ex, stride, ids, scores, counts)
+    return ids, scores, counts
+
+
+@_jit_exact
+def _screen_scan(  # type: ignore[no-untyped-def]
+    packed, scales, errs, norms, n, qc, qs, qn, dqn, c, ex, ex_row, lb_s, lb_i, cid, cup
+):
+    """Stage 1 of the screened top-k for one query (bounds in float64, which is tighter than
+    the float32 of the C kernel and still a bound): candidates with their upper bounds go to
+    ``cid``/``cup``; returns ``(count, T)``, T the final threshold (see ``screen.py``)."""
+    k = lb_s.shape[0]
+    size = 0
+    t = -np.inf
+    count = 0
+    chunks = packed.shape[1]
+    for row in range(n):
+        g = row // 16
+        r = row % 16
+        acc = 0
+        for ch in range(chunks):
+            for u in range(4):
+                acc += (np.int32(packed[g, ch, r, u]) - 128) * np.int32(qc[ch * 4 + u])
+        approx = acc * (np.float64(scales[row]) * qs)
+        eps = np.float64(errs[row]) * qn + np.float64(norms[row]) * dqn
+        up = approx + eps + c
+        if not up >= t or (ex_row >= 0 and ex[ex_row + row] != 0):
+            continue
+        cid[count] = row
+        cup[count] = up
+        count += 1
+        if errs[row] == np.inf:
+            continue
+        low = approx - eps - c
+        if size < k:
+            _push(lb_s, lb_i, size, low, row)
+            size += 1
+        elif low > lb_s[0]:
+            lb_s[0] = low
+            lb_i[0] = row
+            _sift_down(lb_s, lb_i, size, 0)
+        if size == k:
+            t = lb_s[0]
+    return count, t
+
+
+@_jit_exact
+def _screen_rescore(items, q, cid, cup, count, t, hs, hi):  # type: ignore[no-untyped-def]
+    """Stage 2: float32 scores of the candidates whose upper bound reaches ``t``, selected into
+    the heap ``hs``/``hi`` (ids ascending: equal scores keep the lower index); returns its size."""
+    k = hs.shape[0]
+    size = 0
+    one = np.empty(1, dtype=np.float32)
+    for j in range(count):
+        if not cup[j] >= t:
+            continue
+        row = cid[j]
+        _dots_f32(items, row, 1, q, one)
+        s = one[0]
+        if s != s:
+            continue
+        if size < k:
+            _push(hs, hi, size, s, row)
+            size += 1
+        elif s > hs[0]:
+            hs[0] = s
+            hi[0] = row
+            _sift_down(hs, hi, size, 0)
+    return size
+
+
+def topk_screened(
+    screened: ScreenedItems,
+    queries: npt.NDArray[np.float32],
+    exclude: npt.NDArray[np.uint8] | None,
+    k: int,
+) -> Result:
+    """Screened float32 top-k (same contract as ``reference.topk_screened``)."""
+    n, d = screened.shape
+    b = queries.shape[0]
+    ids, scores, counts = empty_result(b, k)
+    ex, stride = _exclude_args(exclude, n)
+    terms = query_terms(queries, screened.max_norm)
+    chunks = screened.packed.shape[1]
+    qc = np.zeros(chunks * 4, dtype=np.int8)
+    lb_s = np.empty(k, dtype=np.float64)
+    lb_i = np.empty(k, dtype=np.int64)
+    cid = np.empty(n, dtype=np.int64)
+    cup = np.empty(n, dtype=np.float64)
+    for i in range(b):
+        if not terms.usable[i]:
+            row_ex = None if exclude is None else exclude if exclude.ndim == 1 else exclude[i]
+            one = topk_f32(screened.items, queries[i : i + 1], row_ex, k)
+            ids[i], scores[i], counts[i] = one[0][0], one[1][0], one[2][0]
+            continue
+        qc[:d] = terms.codes[i]
+        count, t = _screen_scan(
+            screened.packed, screened.scales, screened.errs, screened.norms, n, qc,
+            float(terms.scales[i]), float(terms.norms[i]), float(terms.errs[i]), slack(d), ex,
+            -1 if stride < 0 else i * stride, lb_s, lb_i, cid, cup,
+        )  # fmt: skip
+        size = _screen_rescore(screened.items, queries[i], cid, cup, count, t, scores[i], ids[i])
+        counts[i] = _finish(scores[i], ids[i], size)
     return ids, scores, counts

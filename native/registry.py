@@ -22,6 +22,7 @@ import numpy.typing as npt
 
 from pocketrec.core.errors import BackendUnavailableError
 from pocketrec.native.result import Result
+from pocketrec.native.screen import ScreenedItems
 
 NAMES = ("c", "numba", "numpy")
 _MODULES = {
@@ -51,6 +52,14 @@ class Backend(Protocol):
         scales: npt.NDArray[np.float32],
         qcodes: npt.NDArray[np.int8],
         qscales: npt.NDArray[np.float32],
+        exclude: npt.NDArray[np.uint8] | None,
+        k: int,
+    ) -> Result: ...
+
+    def topk_screened(
+        self,
+        screened: ScreenedItems,
+        queries: npt.NDArray[np.float32],
         exclude: npt.NDArray[np.uint8] | None,
         k: int,
     ) -> Result: ...
@@ -114,5 +123,5 @@ def _fallback_message(fallback: str) -> str:
 
 @cache
 def load(name: str) -> Backend:
-    """The module implementing backend ``name`` (``topk_f32`` and ``topk_i8``)."""
+    """The module implementing backend ``name`` (``topk_f32``, ``topk_i8``, ``topk_screened``)."""
     return cast(Backend, importlib.import_module(_MODULES[name]))

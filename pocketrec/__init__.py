@@ -5,9 +5,18 @@ The public facade. Subpackages: ``pocketrec.core`` (shared ids, data, metrics),
 ``pocketrec.converter`` (TensorFlow training and export), ``pocketrec.storage`` (SQLite store).
 """
 
-from pocketrec.native import Int8Items, backends, quantize_int8, topk
+from pocketrec.native import Int8Items, ScreenedItems, backends, quantize_int8, screen_int8, topk
 from pocketrec.runtime import Recommender
 
 __version__ = "0.1.0"
 
-__all__ = ["Int8Items", "Recommender", "__version__", "backends", "quantize_int8", "topk"]
+__all__ = [
+    "Int8Items",
+    "Recommender",
+    "ScreenedItems",
+    "__version__",
+    "backends",
+    "quantize_int8",
+    "screen_int8",
+    "topk",
+]

@@ -807,12 +807,13 @@ class Recommender:
 
 
 def _topk_isa(backend: str) -> dict[str, str] | None:
-    """The C kernels' code path per kind (see ``c_backend.isa_report``); None for other backends."""
+    """The C kernels' code path per kind the runtime uses (see ``c_backend.isa_report``); None
+    for other backends."""
     if backend != "c":
         return None
     from pocketrec.native import c_backend
 
-    return c_backend.isa_report()
+    return c_backend.isa_report(c_backend.RUNTIME_KINDS)
 
 
 def _open_store(db: object) -> tuple[Store | None, bool]:

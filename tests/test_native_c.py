@@ -108,7 +108,11 @@ def test_c_kernels_on_aarch64_under_qemu(tmp_path: Path) -> None:
 def mutant_driver(native_cc: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The driver linked to ``mutant_topk.c``, which wraps the real kernels."""
     folder = tmp_path_factory.mktemp("mutant")
-    renames = ["-Dpr_topk_f32=real_pr_topk_f32", "-Dpr_topk_i8=real_pr_topk_i8"]
+    renames = [
+        "-Dpr_topk_f32=real_pr_topk_f32",
+        "-Dpr_topk_i8=real_pr_topk_i8",
+        "-Dpr_topk_screened=real_pr_topk_screened",
+    ]
     flags = [*kernel_flags(), f"-I{CSRC}"]
     real = folder / "topk_real.o"
     commands = [

@@ -11,7 +11,7 @@ import pytest
 from native_helpers import assert_float_result_matches, reference_topk
 
 from pocketrec.core.errors import BackendUnavailableError
-from pocketrec.native import backends, isa_choice, quantize_int8, topk
+from pocketrec.native import backends, isa_choice, quantize_int8, screen_int8, topk
 
 if "c" not in backends():
     pytest.skip("C extension not built", allow_module_level=True)
@@ -54,7 +54,9 @@ def test_the_environment_variable_forces_the_path(
     assert c_backend.chosen_isa("int8") == isa
     assert isa_choice.choices()["int8"].source == isa_choice.ENV_VAR
     forced = f"{isa} (POCKETREC_TOPK_ISA)"
-    assert c_backend.isa_report() == {"f32": forced, "f32_batch": forced, "int8": forced}
+    assert c_backend.isa_report() == {
+        "f32": forced, "f32_batch": forced, "int8": forced, "screened": forced
+    }  # fmt: skip
     items = np.random.default_rng(0).standard_normal((3000, 40)).astype(np.float32)
     query = items[7] + np.float32(0.5)
     got = topk(items, query, 10, backend="c")
@@ -77,6 +79,19 @@ def test_batches_have_their_own_measured_choice() -> None:
     queries = items[:5] * np.float32(2.0)
     got = topk(items, queries, 4, backend="c")
     assert_float_result_matches(items, queries, None, got, reference_topk(items, queries, 4))
+
+
+def test_the_screened_kernel_has_its_own_measured_choice() -> None:
+    c_backend.chosen_isa("screened")
+    choice = isa_choice.choices()["screened"]
+    assert set(isa_choice.choices()) == {"screened"}
+    if len(ISAS) > 1:
+        assert set(choice.min_us) == set(ISAS)
+        assert choice.min_us[choice.isa] == min(choice.min_us.values())
+    items = np.random.default_rng(4).standard_normal((900, 24)).astype(np.float32)
+    queries = items[:33] * np.float32(-1.5)
+    got = topk(screen_int8(items), queries, 5, backend="c")
+    assert_float_result_matches(items, queries, None, got, reference_topk(items, queries, 5))
 
 
 def test_auto_in_the_environment_variable_measures(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -190,10 +190,11 @@ static void dots_i8_portable(const int8_t *rows, int64_t cnt, int64_t d, const i
 #define BR 128 /* rows per block: BR * QB scores stay in L1 */
 
 typedef void (*batch_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                             float *out, float *bmax);
+                             float *out, float *bmax, int64_t next_cnt);
 
 static void batch_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                               float *out, float *bmax) {
+                               float *out, float *bmax, int64_t next_cnt) {
+    (void)next_cnt;
     for (int i = 0; i < QB; i++) bmax[i] = -INFINITY;
     for (int64_t j = 0; j < cnt; j++) {
         const float *r = rows + j * d;
@@ -317,13 +318,17 @@ PR_AVX2 static inline void batch_store_avx2(float *o, __m256 a0, __m256 a1, __m2
 }
 
 PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                                   float *out, float *bmax) {
+                                   float *out, float *bmax, int64_t next_cnt) {
     __m256 m[4];
     for (int v = 0; v < 4; v++) m[v] = _mm256_set1_ps(-INFINITY);
-    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    /* The next block (next_cnt rows right after this one) is prefetched in order; no address
+     * past its end is formed. */
+    const char *next = (const char *)(rows + cnt * d);
+    const int64_t next_bytes = next_cnt * d * 4;
     for (int64_t j = 0; j < cnt; j += 2) {
-        for (int64_t off = j * d * 4; off < (j + 2) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        const int64_t stop = (j + 2) * d * 4 < next_bytes ? (j + 2) * d * 4 : next_bytes;
+        for (int64_t off = j * d * 4; off < stop; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only */
         /* An odd last row is scored twice (as its own pair); only one copy is stored. */
         const float *r0 = rows + j * d, *r1 = j + 1 < cnt ? r0 + d : r0;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -507,12 +512,14 @@ PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d,
 /* AVX-512 batch: 4 rows x 32 queries per step (8 zmm accumulators, named so that they stay in
  * registers). Missing rows of the last step repeat its first row; only real rows are stored. */
 PR_AVX512 static void batch_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *qt,
-                                       float *out, float *bmax) {
+                                       float *out, float *bmax, int64_t next_cnt) {
     __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
-    const char *next = (const char *)(rows + cnt * d); /* the next block, prefetched in order */
+    const char *next = (const char *)(rows + cnt * d); /* the next block: see batch_f32_avx2 */
+    const int64_t next_bytes = next_cnt * d * 4;
     for (int64_t j = 0; j < cnt; j += 4) {
-        for (int64_t off = j * d * 4; off < (j + 4) * d * 4; off += 64)
-            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only; never faults */
+        const int64_t stop = (j + 4) * d * 4 < next_bytes ? (j + 4) * d * 4 : next_bytes;
+        for (int64_t off = j * d * 4; off < stop; off += 64)
+            _mm_prefetch(next + off, _MM_HINT_T1); /* to L2 only */
         const int here = (int)(cnt - j < 4 ? cnt - j : 4);
         const float *r0 = rows + j * d;
         const float *r1 = here > 1 ? r0 + d : r0, *r2 = here > 2 ? r0 + 2 * d : r0;
@@ -654,7 +661,8 @@ static int topk_f32_batch(const float *items, int64_t n, int64_t d, const float 
         init_heaps(h, qn, k, out_ids + q0 * k, out_scores + q0 * k);
         for (int64_t base = 0; base < n; base += BR) {
             int64_t cnt = (n - base < BR) ? n - base : BR;
-            kernel(items + base * d, cnt, d, qt, sc, bm);
+            int64_t rest = n - base - cnt;
+            kernel(items + base * d, cnt, d, qt, sc, bm, rest < BR ? rest : BR);
             for (int64_t i = 0; i < qn; i++) {
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 select_block(&h[i], sc + i, QB, base, cnt, ex, bm[i]);
@@ -665,6 +673,23 @@ static int topk_f32_batch(const float *items, int64_t n, int64_t d, const float 
     free(qt);
     free(sc);
     return PR_OK;
+}
+
+/* One query's float32 top-k by the single-query kernel (arguments already checked). */
+static void scan_f32_one(const float *items, int64_t n, int64_t d, const float *q,
+                         const uint8_t *ex, int64_t k, int isa, int64_t *ids, float *scores,
+                         int64_t *count) {
+    dots_f32_fn dots = pick_f32(isa);
+    max_fn bmax = pick_max(isa);
+    float sc[BLOCK];
+    heap_t h[1];
+    init_heaps(h, 1, k, ids, scores);
+    for (int64_t base = 0; base < n; base += BLOCK) {
+        int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
+        dots(items + base * d, cnt, d, q, sc);
+        select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
+    }
+    heap_finish(&h[0], count);
 }
 
 int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, int64_t b,
@@ -678,20 +703,9 @@ int pr_topk_f32(const float *items, int64_t n, int64_t d, const float *queries, 
     if (b >= 2)
         return topk_f32_batch(items, n, d, queries, b, exclude, exclude_stride, k, isa, out_ids,
                               out_scores, out_counts);
-    dots_f32_fn dots = pick_f32(isa);
-    max_fn bmax = pick_max(isa);
-    float sc[BLOCK];
-    heap_t h[1];
-    for (int64_t q0 = 0; q0 < b; q0++) {
-        init_heaps(h, 1, k, out_ids + q0 * k, out_scores + q0 * k);
-        for (int64_t base = 0; base < n; base += BLOCK) {
-            int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-            const uint8_t *ex = exclude ? exclude + q0 * exclude_stride : NULL;
-            dots(items + base * d, cnt, d, queries + q0 * d, sc);
-            select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
-        }
-        heap_finish(&h[0], out_counts + q0);
-    }
+    for (int64_t q0 = 0; q0 < b; q0++)
+        scan_f32_one(items, n, d, queries + q0 * d, exclude ? exclude + q0 * exclude_stride : NULL,
+                     k, isa, out_ids + q0 * k, out_scores + q0 * k, out_counts + q0);
     return PR_OK;
 }
 
@@ -735,5 +749,555 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
             for (int64_t j = 0; j < out_counts[q0 + i]; j++) h[i].s[j] *= qs;
         }
     }
+    return PR_OK;
+}
+
+/* ========================================================================================== */
+/* Screened float32 top-k (pr_topk_screened; the bound is derived in native/screen.py).         */
+/*                                                                                              */
+/* Stage 1 reads the int8 shadow once per QB queries. Codes are stored +128 as uint8 in groups  */
+/* of SG = 16 rows: chunk c of group g (64 bytes) holds dims 4c..4c+3 of its 16 rows, row r at  */
+/* bytes 4r..4r+3, so one vpdpbusd with the query's 4 codes broadcast accumulates 16 rows. For  */
+/* every (row, query) a coarse test with the group's largest error terms (screen_limit) asks    */
+/* whether the upper bound s~ + eps can reach the query's threshold T; the rare rows that pass  */
+/* get their own bounds (screen_offer): a candidate keeps its upper bound and feeds its lower   */
+/* bound to a heap of the k largest lower bounds, which raises T. Stage 2                        */
+/* rescores the candidates that still pass the final T in float32 and selects the top k like    */
+/* the plain kernel. A query whose bound cannot be certified (zero, infinite or tiny values, a  */
+/* possible float32 overflow) or whose candidates outgrow their buffer is answered by the plain */
+/* single-query scan instead.                                                                   */
+
+#define SG 16                 /* rows per packed group */
+#define SCREEN_QMAX 127       /* query code range (portable, VNNI) */
+#define SCREEN_QMAX_AVX2 64   /* vpmaddubsw: 2 * 255 * 64 fits int16 without saturating */
+
+typedef struct {
+    float qs, qn, dqn; /* query scale, ||q|| and ||q - q~|| (rounded up) */
+    float T;           /* a row is a candidate when its upper bound is >= T */
+    heap_t lb;         /* the k largest lower bounds so far (root: the smallest) */
+    int64_t *cid;      /* candidates, ids ascending ... */
+    float *cup;        /* ... and their upper bounds */
+    int64_t len, cap;
+    const uint8_t *ex; /* this query's exclude row, or NULL */
+    int fallback;      /* 1: answered by the plain scan */
+} screen_q;
+
+typedef struct {
+    const uint8_t *packed;
+    const float *scales, *errs, *norms;
+    int64_t n, groups, cn; /* cn = ceil(d / 4) chunks of 4 dims */
+    int32_t *qw;           /* qw[c * QB + i]: query i's codes of chunk c as one 4-byte word */
+    int8_t *qc;            /* qc[i * cn * 4 + t]: query i's codes, zero padded */
+    int8_t *rep;           /* [cn * 64]: one query's codes, each chunk repeated (portable) */
+    double slack;          /* absolute slack c (underflow), see native/screen.py */
+    int64_t cap_max;
+    /* Per query slot, for the coarse test of every group (struct of arrays, QB slots). */
+    int32_t init[QB];   /* -128 * sum(codes), wrapping: a sum of (code + 128) * q starts here */
+    double t[QB];       /* T, NaN for a query answered by the plain scan (or an unused slot) */
+    double qn[QB], dqn[QB], inv_qs[QB];
+    float lim[QB];      /* this group's coarse limit per slot (screen_limit) */
+} screen_ctx;
+
+/* The float32 neighbour of a finite f towards -inf (step -1) or +inf (step +1), without libm. */
+static inline float float_step(float f, int step) {
+    if (f == 0.0f) return step > 0 ? 1.401298464e-45f : -1.401298464e-45f;
+    if (f - f != 0.0f) return f > 0.0f ? 3.402823466e38f : -3.402823466e38f; /* v beyond FLT_MAX */
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    u = ((f > 0.0f) == (step > 0)) ? u + 1u : u - 1u; /* away from or towards zero */
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* The float32 nearest to v from below (above): bounds stay bounds after the conversion. */
+static inline float round_down(double v) {
+    float f = (float)v;
+    return (double)f > v ? float_step(f, -1) : f;
+}
+
+static inline float round_up(double v) {
+    float f = (float)v;
+    return (double)f < v ? float_step(f, 1) : f;
+}
+
+static void screen_give_up(screen_ctx *x, screen_q *q, int64_t slot) {
+    q->fallback = 1;
+    x->t[slot] = NAN;
+}
+
+/* Drop the candidates below the current T; grow the buffer when that frees less than half of it.
+ * Returns 0 (and switches the query to the plain scan) when it would grow past cap_max. */
+static int screen_room(screen_ctx *x, screen_q *q, int64_t slot) {
+    int64_t kept = 0;
+    for (int64_t j = 0; j < q->len; j++) {
+        if (q->cup[j] >= q->T) {
+            q->cid[kept] = q->cid[j];
+            q->cup[kept] = q->cup[j];
+            kept++;
+        }
+    }
+    q->len = kept;
+    if (kept <= q->cap / 2) return 1;
+    int64_t cap = 2 * q->cap < x->cap_max ? 2 * q->cap : x->cap_max;
+    int64_t *cid = cap > q->cap ? realloc(q->cid, (size_t)cap * sizeof *cid) : NULL;
+    if (cid != NULL) q->cid = cid;
+    float *cup = cid != NULL ? realloc(q->cup, (size_t)cap * sizeof *cup) : NULL;
+    if (cup == NULL) { /* at the limit, or out of memory: the plain scan needs neither buffer */
+        screen_give_up(x, q, slot);
+        return 0;
+    }
+    q->cup = cup;
+    q->cap = cap;
+    return 1;
+}
+
+/* A row that passed its group's coarse test: its own upper bound (double, rounded up) decides
+ * whether it is a candidate; if it is, its lower bound may raise T. acc: the exact int32 sum. */
+static void screen_offer(screen_ctx *x, screen_q *q, int64_t slot, int64_t row, int32_t acc) {
+    if (q->ex != NULL && q->ex[row]) return; /* never returned: neither candidate nor bound */
+    const float err = x->errs[row];
+    const double approx = (double)acc * x->scales[row] * q->qs;
+    const double eps = (double)err * q->qn + (double)x->norms[row] * q->dqn;
+    const float up = round_up(approx + eps); /* +inf for rows without a bound */
+    if (!(up >= q->T)) return;
+    if (q->len == q->cap && !screen_room(x, q, slot)) return;
+    q->cid[q->len] = row;
+    q->cup[q->len] = up;
+    q->len++;
+    if (!(err < INFINITY)) return; /* rows without a bound: always candidates, never bounds */
+    const float low = round_down(approx - eps - x->slack);
+    heap_t *h = &q->lb;
+    if (h->size < h->cap) {
+        heap_push(h, low, row);
+    } else if (low > h->s[0]) {
+        h->s[0] = low;
+        h->id[0] = row;
+        heap_sift_down(h, 0);
+    } else {
+        return;
+    }
+    if (h->size == h->cap) {
+        q->T = round_down((double)h->s[0] - x->slack);
+        x->t[slot] = q->T;
+    }
+}
+
+/* What the coarse test of a group needs: the largest error term and norm of its bounded rows,
+ * and the mask of its rows without a bound (always offered). */
+typedef struct {
+    double err, norm;
+    unsigned always;
+} screen_group;
+
+static inline screen_group screen_group_terms(const screen_ctx *x, int64_t g) {
+    screen_group t = {0.0, 0.0, 0u};
+    for (int r = 0; r < SG; r++) {
+        const float e = x->errs[g * SG + r], nm = x->norms[g * SG + r];
+        if (e < INFINITY) {
+            t.err = e > t.err ? e : t.err;
+            t.norm = nm > t.norm ? nm : t.norm;
+        } else {
+            t.always |= 1u << r;
+        }
+    }
+    return t;
+}
+
+/* The coarse test of a group for query slot i: with E = err_max * ||q|| + norm_max * ||q - q~||
+ * (>= every row's eps), a row can only become a candidate when acc * scale >= (T - E) / qs. The
+ * limit is lowered by 2^-21 of (|r| + (|T| + E) / qs) and by 2^-140: more than the float32
+ * rounding of acc * scale and the double rounding of r and of screen_offer's exact check, so the
+ * test never drops a row that check would keep. NaN (never passed) for a query not screened. */
+static inline float screen_limit(const screen_ctx *x, int64_t i, const screen_group *gt) {
+    const double t = x->t[i], e = gt->err * x->qn[i] + gt->norm * x->dqn[i];
+    const double r = (t - e) * x->inv_qs[i];
+    if (t != t) return NAN;
+    if (t == -INFINITY) return -INFINITY;
+    return round_down(r - (fabs(r) + (fabs(t) + e) * x->inv_qs[i]) * 0x1p-21 - 0x1p-140);
+}
+
+/* Offer the rows of group g in mask m (coarse test passed, or no bound) to query slot i, leaving
+ * out the padding past n. acc: the 16 exact int32 sums. */
+static void screen_take(screen_ctx *x, screen_q *q, int64_t slot, int64_t g, const int32_t *acc,
+                        unsigned m) {
+    if (q->fallback) return;
+    const int64_t live = x->n - g * SG;
+    if (live < SG) m &= (1u << live) - 1u;
+    while (m) {
+        const int r = __builtin_ctz(m);
+        m &= m - 1u;
+        screen_offer(x, q, slot, g * SG + r, acc[r]);
+    }
+}
+
+typedef void (*screen_scan_fn)(screen_ctx *x, screen_q *q, int64_t nq);
+
+/* Portable: one query at a time over every group. Its codes are repeated 16 times per chunk
+ * (rep[c * 64 + 4r + t] = code of dim 4c + t), so a chunk of 16 rows is a plain 64-lane
+ * multiply-add that compilers vectorize (SSE2, NEON). Exact int32 sums, then the coarse test.
+ * About 30x slower than VNNI on x86 (SSE2 has no 32-bit multiply): as slow as 32 plain calls. */
+static void screen_scan_portable(screen_ctx *x, screen_q *q, int64_t nq) {
+    const int64_t cn = x->cn;
+    for (int64_t i = 0; i < nq; i++) {
+        const int8_t *qc = x->qc + i * cn * 4;
+        for (int64_t c = 0; c < cn; c++)
+            for (int j = 0; j < 64; j++) x->rep[c * 64 + j] = qc[c * 4 + (j & 3)];
+        for (int64_t g = 0; g < x->groups && !q[i].fallback; g++) {
+            const uint8_t *p = x->packed + g * SG * 4 * cn;
+            const int8_t *rep = x->rep;
+            int32_t a[64], acc[SG];
+            for (int j = 0; j < 64; j++) a[j] = 0;
+            for (int64_t c = 0; c < cn; c++)
+                for (int j = 0; j < 64; j++)
+                    a[j] += ((int32_t)p[c * 64 + j] - 128) * (int32_t)rep[c * 64 + j];
+            for (int r = 0; r < SG; r++)
+                acc[r] = (a[4 * r] + a[4 * r + 1]) + (a[4 * r + 2] + a[4 * r + 3]);
+            const screen_group gt = screen_group_terms(x, g);
+            const float lim = screen_limit(x, i, &gt);
+            const float *sc = x->scales + g * SG;
+            unsigned m = gt.always;
+            for (int r = 0; r < SG; r++) m |= (unsigned)((float)acc[r] * sc[r] >= lim) << r;
+            if (m) screen_take(x, &q[i], i, g, acc, m);
+        }
+    }
+}
+
+#if PR_X86
+
+/* AVX2: vpmaddubsw (u8 codes x s8 query codes in [-64, 64], pairs summed in int16 without
+ * saturation) then vpmaddwd with ones; nq queries at a time, 8 rows per register. Adding init
+ * makes the sums exact; the coarse test runs on them in registers. */
+PR_AVX2 static inline __attribute__((always_inline)) void
+screen_tile_avx2(screen_ctx *x, screen_q *q, int64_t g, int64_t i0, const int nq,
+                 const screen_group *gt) {
+    const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+    const int32_t *qw = x->qw + i0;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i lo[4], hi[4];
+#pragma GCC unroll 4
+    for (int u = 0; u < nq; u++) lo[u] = hi[u] = _mm256_setzero_si256();
+    for (int64_t c = 0; c < x->cn; c++) {
+        const __m256i v0 = _mm256_loadu_si256((const __m256i *)(p + c * 64));
+        const __m256i v1 = _mm256_loadu_si256((const __m256i *)(p + c * 64 + 32));
+#pragma GCC unroll 4
+        for (int u = 0; u < nq; u++) {
+            const __m256i w = _mm256_set1_epi32(qw[c * QB + u]);
+            lo[u] = _mm256_add_epi32(lo[u], _mm256_madd_epi16(_mm256_maddubs_epi16(v0, w), ones));
+            hi[u] = _mm256_add_epi32(hi[u], _mm256_madd_epi16(_mm256_maddubs_epi16(v1, w), ones));
+        }
+    }
+    const __m256 s0 = _mm256_loadu_ps(x->scales + g * SG);
+    const __m256 s1 = _mm256_loadu_ps(x->scales + g * SG + 8);
+#pragma GCC unroll 4
+    for (int u = 0; u < nq; u++) {
+        const __m256i init = _mm256_set1_epi32(x->init[i0 + u]);
+        lo[u] = _mm256_add_epi32(lo[u], init);
+        hi[u] = _mm256_add_epi32(hi[u], init);
+        const __m256 lim = _mm256_set1_ps(x->lim[i0 + u]);
+        const __m256 c0 = _mm256_cmp_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(lo[u]), s0), lim, _CMP_GE_OQ);
+        const __m256 c1 = _mm256_cmp_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(hi[u]), s1), lim, _CMP_GE_OQ);
+        const unsigned m = gt->always | (unsigned)_mm256_movemask_ps(c0) |
+                           (unsigned)_mm256_movemask_ps(c1) << 8;
+        if (m) {
+            int32_t acc[SG];
+            _mm256_storeu_si256((__m256i *)acc, lo[u]);
+            _mm256_storeu_si256((__m256i *)(acc + 8), hi[u]);
+            screen_take(x, &q[i0 + u], i0 + u, g, acc, m);
+        }
+    }
+}
+
+/* screen_limit for 4 query slots at a time. Conversion to float32 rounds to nearest, so the
+ * margin is doubled (2^-20, 2^-139: more than the half ulp it may add), and limits above FLT_MAX
+ * are clamped first. */
+PR_AVX2 static void screen_limits_avx2(screen_ctx *x, int64_t nq, const screen_group *gt) {
+    const __m256d em = _mm256_set1_pd(gt->err), nm = _mm256_set1_pd(gt->norm);
+    const __m256d sign = _mm256_set1_pd(-0.0), rel = _mm256_set1_pd(0x1p-20);
+    for (int64_t i = 0; i < nq; i += 4) {
+        const __m256d t = _mm256_loadu_pd(x->t + i), iq = _mm256_loadu_pd(x->inv_qs + i);
+        const __m256d e = _mm256_fmadd_pd(em, _mm256_loadu_pd(x->qn + i),
+                                          _mm256_mul_pd(nm, _mm256_loadu_pd(x->dqn + i)));
+        const __m256d r = _mm256_mul_pd(_mm256_sub_pd(t, e), iq);
+        const __m256d w = _mm256_fmadd_pd(_mm256_add_pd(_mm256_andnot_pd(sign, t), e), iq,
+                                          _mm256_andnot_pd(sign, r));
+        __m256d l = _mm256_sub_pd(_mm256_fnmadd_pd(w, rel, r), _mm256_set1_pd(0x1p-139));
+        l = _mm256_min_pd(_mm256_set1_pd(3.4028234663852886e38), l); /* NaN stays NaN */
+        _mm_storeu_ps(x->lim + i, _mm256_cvtpd_ps(l));
+    }
+}
+
+PR_AVX2 static void screen_scan_avx2(screen_ctx *x, screen_q *q, int64_t nq) {
+    for (int64_t g = 0; g < x->groups; g++) {
+        const screen_group gt = screen_group_terms(x, g);
+        screen_limits_avx2(x, nq, &gt);
+        int64_t i = 0;
+        for (; i + 4 <= nq; i += 4) screen_tile_avx2(x, q, g, i, 4, &gt);
+        for (; i < nq; i++) screen_tile_avx2(x, q, g, i, 1, &gt);
+    }
+}
+
+/* VNNI: one vpdpbusd (the query word broadcast) adds 4 dims of 16 rows; nq queries at a time
+ * with nr accumulators each (nr > 1 splits the chunks, to hide the latency when nq is small),
+ * nq * nr <= 16. The biased sums go to out[u * SG + r] (kept in L1 for the test: testing them
+ * in registers made GCC shuffle the accumulators inside the loop). */
+PR_AVX512VNNI static inline __attribute__((always_inline)) void
+screen_accs_vnni(const uint8_t *p, int64_t cn, const int32_t *qw, const int nq, const int nr,
+                 int32_t *out) {
+    __m512i a[16];
+#pragma GCC unroll 16
+    for (int u = 0; u < nq * nr; u++) a[u] = _mm512_setzero_si512();
+    int64_t c = 0;
+    for (; c + nr <= cn; c += nr) {
+#pragma GCC unroll 4
+        for (int r = 0; r < nr; r++) {
+            const __m512i v = _mm512_loadu_si512((const void *)(p + (c + r) * 64));
+#pragma GCC unroll 16
+            for (int u = 0; u < nq; u++)
+                a[u * nr + r] =
+                    _mm512_dpbusd_epi32(a[u * nr + r], v, _mm512_set1_epi32(qw[(c + r) * QB + u]));
+        }
+    }
+    for (; c < cn; c++) {
+        const __m512i v = _mm512_loadu_si512((const void *)(p + c * 64));
+#pragma GCC unroll 16
+        for (int u = 0; u < nq; u++)
+            a[u * nr] = _mm512_dpbusd_epi32(a[u * nr], v, _mm512_set1_epi32(qw[c * QB + u]));
+    }
+#pragma GCC unroll 16
+    for (int u = 0; u < nq; u++) {
+        __m512i s = a[u * nr];
+#pragma GCC unroll 4
+        for (int r = 1; r < nr; r++) s = _mm512_add_epi32(s, a[u * nr + r]);
+        _mm512_storeu_si512((void *)(out + u * SG), s);
+    }
+}
+
+/* screen_group_terms with AVX-512 (masked maxima; 0 when the group has no bounded row). */
+PR_AVX512VNNI static inline screen_group screen_group_terms_avx512(const screen_ctx *x, int64_t g) {
+    const __m512 e = _mm512_loadu_ps(x->errs + g * SG), nm = _mm512_loadu_ps(x->norms + g * SG);
+    const __mmask16 bounded = _mm512_cmp_ps_mask(e, _mm512_set1_ps(INFINITY), _CMP_LT_OQ);
+    const float em = _mm512_mask_reduce_max_ps(bounded, e);
+    const float nmax = _mm512_mask_reduce_max_ps(bounded, nm);
+    screen_group t = {em > 0.0f ? em : 0.0, nmax > 0.0f ? nmax : 0.0, ~(unsigned)bounded & 0xFFFFu};
+    return t;
+}
+
+/* screen_limit for 8 query slots at a time (double lanes, directed conversion to float32). */
+PR_AVX512VNNI static void screen_limits_avx512(screen_ctx *x, int64_t nq,
+                                               const screen_group *gt) {
+    const __m512d em = _mm512_set1_pd(gt->err), nm = _mm512_set1_pd(gt->norm);
+    const __m512d rel = _mm512_set1_pd(0x1p-21);
+    for (int64_t i = 0; i < nq; i += 8) {
+        const __m512d t = _mm512_loadu_pd(x->t + i), iq = _mm512_loadu_pd(x->inv_qs + i);
+        const __m512d e =
+            _mm512_fmadd_pd(em, _mm512_loadu_pd(x->qn + i), _mm512_mul_pd(nm, _mm512_loadu_pd(x->dqn + i)));
+        const __m512d r = _mm512_mul_pd(_mm512_sub_pd(t, e), iq);
+        const __m512d w =
+            _mm512_fmadd_pd(_mm512_add_pd(_mm512_abs_pd(t), e), iq, _mm512_abs_pd(r));
+        const __m512d l = _mm512_sub_pd(_mm512_fnmadd_pd(w, rel, r), _mm512_set1_pd(0x1p-140));
+        _mm256_storeu_ps(x->lim + i,
+                         _mm512_cvt_roundpd_ps(l, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+    }
+}
+
+PR_AVX512VNNI static void screen_scan_vnni(screen_ctx *x, screen_q *q, int64_t nq) {
+    int32_t acc[QB * SG];
+    for (int64_t g = 0; g < x->groups; g++) {
+        const screen_group gt = screen_group_terms_avx512(x, g);
+        screen_limits_avx512(x, nq, &gt);
+        const uint8_t *p = x->packed + g * SG * 4 * x->cn;
+        int64_t i = 0;
+        for (; i + 16 <= nq; i += 16) screen_accs_vnni(p, x->cn, x->qw + i, 16, 1, acc + i * SG);
+        for (; i + 4 <= nq; i += 4) screen_accs_vnni(p, x->cn, x->qw + i, 4, 2, acc + i * SG);
+        for (; i < nq; i++) screen_accs_vnni(p, x->cn, x->qw + i, 1, 4, acc + i * SG);
+        const __m512 sc = _mm512_loadu_ps(x->scales + g * SG);
+        for (i = 0; i < nq; i++) {
+            int32_t *a = acc + i * SG;
+            const __m512i v = _mm512_add_epi32(_mm512_loadu_si512((const void *)a),
+                                               _mm512_set1_epi32(x->init[i]));
+            const unsigned m = gt.always |
+                               _mm512_cmp_ps_mask(_mm512_mul_ps(_mm512_cvtepi32_ps(v), sc),
+                                                  _mm512_set1_ps(x->lim[i]), _CMP_GE_OQ);
+            if (m) {
+                _mm512_storeu_si512((void *)a, v);
+                screen_take(x, &q[i], i, g, a, m);
+            }
+        }
+    }
+}
+
+#endif /* PR_X86 */
+
+/* The stage-1 kernel of a path and its query code range. */
+static screen_scan_fn pick_screen(int isa, int *qmax) {
+    *qmax = SCREEN_QMAX;
+#if PR_X86
+    if (isa >= PR_ISA_AVX512 && pr_int8_vnni()) return screen_scan_vnni;
+    if (isa >= PR_ISA_AVX2) {
+        *qmax = SCREEN_QMAX_AVX2;
+        return screen_scan_avx2;
+    }
+#endif
+    (void)isa;
+    return screen_scan_portable;
+}
+
+/* Quantize the query of slot i (codes in [-qmax, qmax], scale max|q| / qmax) and set its bound
+ * terms. Returns 0 when the bound cannot be certified: NaN or infinite entries, a zero or tiny
+ * query (scale below FLT_MIN), or ||q|| * max_norm >= 2^126 (float32 sums could overflow). */
+static int screen_prep_query(screen_ctx *x, screen_q *s, int64_t i, const float *q, int64_t d,
+                             int qmax, float max_norm) {
+    int8_t *qc = x->qc + i * x->cn * 4;
+    memset(qc, 0, (size_t)(x->cn * 4));
+    for (int64_t c = 0; c < x->cn; c++) x->qw[c * QB + i] = 0;
+    float amax = 0.0f;
+    for (int64_t t = 0; t < d; t++) {
+        const float a = fabsf(q[t]);
+        if (!(a <= 3.402823466e38f)) return 0; /* NaN or infinity */
+        amax = a > amax ? a : amax;
+    }
+    if (!(amax >= 1.175494351e-38f * (float)qmax)) return 0;
+    const float qs = amax / (float)qmax;
+    double n2 = 0.0, e2 = 0.0;
+    int32_t sum = 0;
+    for (int64_t t = 0; t < d; t++) {
+        float c = rintf(q[t] / qs);
+        c = c > (float)qmax ? (float)qmax : (c < (float)-qmax ? (float)-qmax : c);
+        const double r = (double)q[t] - (double)c * (double)qs; /* c * qs is exact */
+        n2 += (double)q[t] * (double)q[t];
+        e2 += r * r;
+        qc[t] = (int8_t)c;
+        sum += (int32_t)c;
+    }
+    for (int64_t c = 0; c < x->cn; c++) {
+        uint32_t w = 0;
+        for (int t = 0; t < 4; t++) w |= (uint32_t)(uint8_t)qc[c * 4 + t] << (8 * t);
+        x->qw[c * QB + i] = (int32_t)w;
+    }
+    const double grow = 1.0 + 0x1p-20; /* covers the double rounding of the sums */
+    s->qs = qs;
+    s->qn = round_up(sqrt(n2) * grow);
+    s->dqn = round_up(sqrt(e2) * grow);
+    if (!((double)s->qn * (double)max_norm < 0x1p126)) return 0;
+    x->init[i] = (int32_t)(0u - (uint32_t)sum * 128u);
+    x->t[i] = -INFINITY;
+    x->qn[i] = s->qn;
+    x->dqn[i] = s->dqn;
+    x->inv_qs[i] = 1.0 / (double)qs;
+    return 1;
+}
+
+/* Stage 2: rescore the candidates that pass the final T exactly in float32 (ids ascending, so
+ * equal scores keep the lower index), and select the top k into the output row. */
+static void screen_finish(const screen_q *s, const float *items, int64_t d, const float *q,
+                          int64_t k, int isa, int64_t *ids, float *scores, int64_t *count) {
+    dots_f32_fn dots = pick_f32(isa);
+    heap_t h[1];
+    init_heaps(h, 1, k, ids, scores);
+    for (int64_t j = 0; j < s->len; j++) {
+        if (!(s->cup[j] >= s->T)) continue;
+        const int64_t id = s->cid[j];
+        float f;
+        dots(items + id * d, 1, d, q, &f);
+        if (f != f) continue; /* NaN: never returned */
+        if (h->size < h->cap) {
+            heap_push(h, f, id);
+        } else if (f > h->s[0]) {
+            h->s[0] = f;
+            h->id[0] = id;
+            heap_sift_down(h, 0);
+        }
+    }
+    heap_finish(h, count);
+}
+
+static void screen_free(screen_ctx *x, screen_q *q) {
+    free(x->qw);
+    free(x->qc);
+    free(x->rep);
+    for (int i = 0; i < QB; i++) {
+        free(q[i].lb.s);
+        free(q[i].lb.id);
+        free(q[i].cid);
+        free(q[i].cup);
+    }
+}
+
+/* Scratch for QB queries; kn = min(k, n) (at least 1): no query holds more than n bounds. */
+static int screen_alloc(screen_ctx *x, screen_q *q, int64_t kn) {
+    const int64_t cap0 = 64 + 2 * kn < x->cap_max ? 64 + 2 * kn : x->cap_max;
+    memset(q, 0, QB * sizeof *q);
+    x->qw = malloc((size_t)x->cn * QB * sizeof *x->qw);
+    x->qc = malloc((size_t)x->cn * 4 * QB);
+    x->rep = malloc((size_t)x->cn * 64);
+    int ok = x->qw != NULL && x->qc != NULL && x->rep != NULL;
+    for (int i = 0; i < QB && ok; i++) {
+        q[i].lb.s = malloc((size_t)kn * sizeof(float));
+        q[i].lb.id = malloc((size_t)kn * sizeof(int64_t));
+        q[i].cid = malloc((size_t)cap0 * sizeof(int64_t));
+        q[i].cup = malloc((size_t)cap0 * sizeof(float));
+        q[i].cap = cap0;
+        ok = q[i].lb.s && q[i].lb.id && q[i].cid && q[i].cup;
+    }
+    return ok;
+}
+
+int pr_topk_screened(const float *items, const uint8_t *packed, const float *scales,
+                     const float *errs, const float *norms, float max_norm, int64_t n, int64_t d,
+                     const float *queries, int64_t b, const uint8_t *exclude,
+                     int64_t exclude_stride, int64_t k, int isa, int64_t *out_ids,
+                     float *out_scores, int64_t *out_counts, int64_t *out_candidates) {
+    int rc = check_common(n, d, b, exclude_stride, k, isa);
+    if (rc != PR_OK) return rc;
+    if (d > PR_SCREEN_MAX_DIM) return PR_E_ARG;
+    if ((n > 0 && (items == NULL || packed == NULL || scales == NULL || errs == NULL ||
+                   norms == NULL)) ||
+        (b > 0 && (queries == NULL || out_ids == NULL || out_scores == NULL || out_counts == NULL)))
+        return PR_E_ARG;
+    screen_ctx x;
+    memset(&x, 0, sizeof x);
+    x.packed = packed, x.scales = scales, x.errs = errs, x.norms = norms;
+    x.n = n, x.groups = (n + SG - 1) / SG, x.cn = (d + 3) / 4;
+    x.slack = ldexp((double)(d + 1), -135);
+    const int64_t kn = k < n ? k : (n > 0 ? n : 1); /* k may exceed n (rows are padded) */
+    x.cap_max = 4096 + 16 * kn;
+    int qmax;
+    screen_scan_fn scan = pick_screen(isa, &qmax);
+    screen_q q[QB];
+    if (!screen_alloc(&x, q, kn)) {
+        screen_free(&x, q);
+        return PR_E_MEM;
+    }
+    for (int64_t q0 = 0; q0 < b; q0 += QB) {
+        const int64_t nq = (b - q0 < QB) ? b - q0 : QB;
+        for (int i = 0; i < QB; i++) x.t[i] = NAN; /* unused slots are never screened */
+        for (int64_t i = 0; i < nq; i++) {
+            screen_q *s = &q[i];
+            s->ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
+            s->fallback = !screen_prep_query(&x, s, i, queries + (q0 + i) * d, d, qmax, max_norm);
+            s->T = -INFINITY;
+            s->lb.size = 0;
+            s->lb.cap = kn; /* with k > n, kn = n bounds never raise T above a needed row */
+            s->len = 0;
+        }
+        scan(&x, q, nq);
+        for (int64_t i = 0; i < nq; i++) {
+            const int64_t at = q0 + i;
+            const float *qv = queries + at * d;
+            if (q[i].fallback) {
+                scan_f32_one(items, n, d, qv, q[i].ex, k, isa, out_ids + at * k,
+                             out_scores + at * k, out_counts + at);
+            } else {
+                screen_finish(&q[i], items, d, qv, k, isa, out_ids + at * k, out_scores + at * k,
+                              out_counts + at);
+            }
+            if (out_candidates != NULL) {
+                int64_t kept = 0;
+                for (int64_t j = 0; j < q[i].len; j++) kept += q[i].cup[j] >= q[i].T;
+                out_candidates[at] = q[i].fallback ? -1 : kept;
+            }
+        }
+    }
+    screen_free(&x, q);
     return PR_OK;
 }

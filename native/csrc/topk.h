@@ -57,4 +57,24 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
                int64_t k, int isa,
                int64_t *out_ids, float *out_scores, int64_t *out_counts);
 
+/* Largest D of pr_topk_screened: int32 sums of D products of codes in [-127, 127] are exact. */
+#define PR_SCREEN_MAX_DIM 133144
+
+/* Screened float32: the same result as pr_topk_f32 (same ids and float32 scores up to the
+ * summation order), found by an int8 pre-screen with a certified error bound and a float32
+ * rescore of the few candidates (native/screen.py derives the bound and builds the inputs).
+ *   items     the float32 catalog [n, d]; packed, scales, errs, norms: its int8 shadow from
+ *             pocketrec.native.screen_int8: packed uint8 [ceil(n/16), ceil(d/4), 16, 4] (code + 128,
+ *             16 rows interleaved in 4-byte groups), scales, errs (the error term, +inf for rows
+ *             that are always candidates) and norms float32 [ceil(n/16) * 16]; max_norm bounds
+ *             every finite row's norm. d <= PR_SCREEN_MAX_DIM.
+ *   out_candidates  NULL, or int64 [b]: rows rescored in float32 per query (-1: the query was
+ *             answered by the plain scan, e.g. a zero query or a catalog of ties).
+ * Other arguments and outputs as pr_topk_f32. */
+int pr_topk_screened(const float *items, const uint8_t *packed, const float *scales,
+                     const float *errs, const float *norms, float max_norm, int64_t n, int64_t d,
+                     const float *queries, int64_t b, const uint8_t *exclude,
+                     int64_t exclude_stride, int64_t k, int isa, int64_t *out_ids,
+                     float *out_scores, int64_t *out_counts, int64_t *out_candidates);
+
 #endif

@@ -9,7 +9,8 @@
  * reference written here over random and edge cases: ties broken by lower index, NaN scores never
  * returned, exclude masks shared and per query, k > n, n = 0, b = 0, padding with (-1, -inf), the
  * argument errors, and int8 results bit-exact (int32 sums, also at the largest D whose sums cannot
- * overflow). float32 cases with values on a 0.5 grid are compared exactly (every partial sum is
+ * overflow). The screened float32 kernel (pr_topk_screened) gets the float32 cases with an int8
+ * shadow built here as native/screen.py builds it, and must give the float32 answer. float32 cases with values on a 0.5 grid are compared exactly (every partial sum is
  * exact in any order); float32 cases with normal values are checked as a valid top-k within a
  * rounding tolerance. Prints one line per ISA; exits 1 at the first failures, 0 when all pass.
  * Only the public header is used.
@@ -65,6 +66,7 @@ static void *xcalloc(size_t count, size_t size) {
 
 typedef struct {
     int is_i8;
+    int screened; /* float32 through pr_topk_screened */
     int exact;   /* float32 on the 0.5 grid, or int8: compare ids and scores exactly */
     int64_t n, d, b, k;
     float *items;          /* f32 [n, d] */
@@ -119,6 +121,95 @@ static int by_rank(const void *pa, const void *pb) {
     return a < b ? -1 : (a > b);
 }
 
+/* The int8 shadow of a float32 catalog, as pocketrec.native.screen.screen_int8 builds it. */
+typedef struct {
+    uint8_t *packed;
+    float *scales, *errs, *norms;
+    float max_norm;
+} shadow_t;
+
+static float up_f(double v) {
+    float f = (float)v;
+    return (double)f < v ? nextafterf(f, INFINITY) : f;
+}
+
+static void build_shadow(const float *items, int64_t n, int64_t d, shadow_t *s) {
+    const int64_t groups = (n + 15) / 16, cn = (d + 3) / 4;
+    const double grow = 1.0 + 0x1p-20, rho = (double)(d + 16) * 0x1p-23;
+    s->packed = xcalloc((size_t)(groups * cn * 64), 1);
+    memset(s->packed, 128, (size_t)(groups * cn * 64));
+    s->scales = xcalloc((size_t)(groups * 16), sizeof(float));
+    s->errs = xcalloc((size_t)(groups * 16), sizeof(float));
+    s->norms = xcalloc((size_t)(groups * 16), sizeof(float));
+    int8_t *codes = xcalloc((size_t)d, 1);
+    double max_norm = 0.0;
+    for (int64_t j = 0; j < n; j++) {
+        const float *v = items + j * d;
+        float amax = 0.0f;
+        int finite = 1;
+        for (int64_t t = 0; t < d; t++) {
+            finite &= isfinite(v[t]) != 0;
+            amax = fabsf(v[t]) > amax ? fabsf(v[t]) : amax;
+        }
+        float scale = finite ? amax / (float)CODE_MAX : 0.0f;
+        double e2 = 0.0, n2 = 0.0;
+        for (int64_t t = 0; t < d; t++) {
+            float c = scale > 0 ? rintf(v[t] / scale) : 0.0f;
+            c = c > CODE_MAX ? CODE_MAX : (c < -CODE_MAX ? -CODE_MAX : c);
+            codes[t] = (int8_t)c;
+            double deq = (double)c * (double)scale, r = finite ? (double)v[t] - deq : 0.0;
+            e2 += r * r;
+            n2 += deq * deq;
+        }
+        double e = sqrt(e2), nrm = sqrt(n2), err = (e + rho * (nrm + e)) * grow;
+        int bounded = finite && (scale == 0.0f || scale >= 1.175494351e-38f) &&
+                      (nrm + err) * grow < 3.402823466e38;
+        if (!bounded) {
+            memset(codes, 0, (size_t)d);
+            scale = 0.0f;
+            err = INFINITY;
+            nrm = 0.0;
+        }
+        for (int64_t t = 0; t < d; t++)
+            s->packed[(j / 16) * cn * 64 + (t / 4) * 64 + (j % 16) * 4 + t % 4] =
+                (uint8_t)(codes[t] + 128);
+        s->scales[j] = scale;
+        s->errs[j] = up_f(err);
+        s->norms[j] = up_f(nrm * grow);
+        if (bounded && (double)s->norms[j] + (double)s->errs[j] > max_norm)
+            max_norm = (double)s->norms[j] + (double)s->errs[j];
+    }
+    s->max_norm = up_f(max_norm);
+    free(codes);
+}
+
+static void free_shadow(shadow_t *s) { free(s->packed), free(s->scales), free(s->errs), free(s->norms); }
+
+static int call_kernel(const case_t *c, int64_t *ids, float *scores, int64_t *counts) {
+    if (c->is_i8)
+        return pr_topk_i8(c->codes, c->scales, c->n, c->d, c->qcodes, c->qscales, c->b,
+                          c->exclude, c->exclude_stride, c->k, cur_isa, ids, scores, counts);
+    if (!c->screened)
+        return pr_topk_f32(c->items, c->n, c->d, c->queries, c->b, c->exclude, c->exclude_stride,
+                           c->k, cur_isa, ids, scores, counts);
+    shadow_t s;
+    build_shadow(c->items, c->n, c->d, &s);
+    int64_t *cand = xcalloc((size_t)c->b, sizeof *cand);
+    int rc = pr_topk_screened(c->items, s.packed, s.scales, s.errs, s.norms, s.max_norm, c->n,
+                              c->d, c->queries, c->b, c->exclude, c->exclude_stride, c->k, cur_isa,
+                              ids, scores, counts, cand);
+    for (int64_t i = 0; rc == PR_OK && i < c->b; i++) {
+        if (cand[i] < -1 || cand[i] > c->n) {
+            fprintf(stderr, "FAIL isa %d, %s: query %lld reports %lld candidates\n", cur_isa,
+                    case_name, (long long)i, (long long)cand[i]);
+            n_failures++;
+        }
+    }
+    free(cand);
+    free_shadow(&s);
+    return rc;
+}
+
 static void run_case(const case_t *c) {
     int64_t b = c->b, k = c->k, n = c->n;
     int64_t *ids = xcalloc((size_t)(b * k), sizeof *ids);
@@ -129,11 +220,7 @@ static void run_case(const case_t *c) {
         scores[j] = 12345.0f;
     }
     for (int64_t i = 0; i < b; i++) counts[i] = -7;
-    int rc = c->is_i8
-                 ? pr_topk_i8(c->codes, c->scales, n, c->d, c->qcodes, c->qscales, b, c->exclude,
-                              c->exclude_stride, k, cur_isa, ids, scores, counts)
-                 : pr_topk_f32(c->items, n, c->d, c->queries, b, c->exclude, c->exclude_stride, k,
-                               cur_isa, ids, scores, counts);
+    int rc = call_kernel(c, ids, scores, counts);
     float *sf = xcalloc((size_t)n, sizeof *sf);
     double *sd = xcalloc((size_t)n, sizeof *sd);
     double *mag = xcalloc((size_t)n, sizeof *mag);
@@ -315,7 +402,7 @@ static void random_case(long iter) {
     static const int64_t ns[] = {0, 1, 2, 3, 7, 64, 255, 256, 257, 511, 513, 1000, 2500};
     static const int64_t ds[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100, 129};
     static const int64_t bs[] = {1, 1, 1, 2, 3, 5, 17, 63, 64, 65, 130};
-    int is_i8 = (int)(iter & 1);
+    int is_i8 = iter % 3 == 1, screened = iter % 3 == 2;
     int exact = is_i8 || rand_unit() < 0.6;
     int64_t n = pick(ns, sizeof ns / sizeof *ns);
     if (rand_unit() < 0.3) n = rand_int(0, 600);
@@ -329,6 +416,7 @@ static void random_case(long iter) {
     int spread = rand_unit() < 0.5 ? 2 : (is_i8 ? CODE_MAX : 8);
     case_t c;
     alloc_case(&c, is_i8, exact, n, d, b, k);
+    c.screened = screened;
     double nan_rows = rand_unit() < 0.3 ? 0.1 : 0.0;
     double inf_rows = rand_unit() < 0.2 ? 0.05 : 0.0;
     fill_random(&c, spread, nan_rows, inf_rows);
@@ -338,16 +426,18 @@ static void random_case(long iter) {
     snprintf(case_name, sizeof case_name,
              "random case %ld (%s%s, n=%lld d=%lld b=%lld k=%lld spread=%d nan=%.2f inf=%.2f "
              "exclude=%d/%.2f)",
-             iter, is_i8 ? "int8" : "float32", exact ? " exact" : "", (long long)n,
+             iter, is_i8 ? "int8" : (screened ? "screened" : "float32"), exact ? " exact" : "", (long long)n,
              (long long)d, (long long)b, (long long)k, spread, nan_rows, inf_rows, mode, density);
     run_case(&c);
     free_case(&c);
 }
 
 /* Every item scores the same: the k lowest eligible indices, in order. */
-static void all_ties_case(int is_i8, int64_t n, int64_t k, int exclude_mode) {
+static void all_ties_case(int kind, int64_t n, int64_t k, int exclude_mode) {
+    const int is_i8 = kind == 1;
     case_t c;
     alloc_case(&c, is_i8, 1, n, 5, 3, k);
+    c.screened = kind == 2;
     for (int64_t j = 0; j < n * 5; j++) {
         if (is_i8) c.codes[j] = 3;
         else c.items[j] = 1.5f;
@@ -362,19 +452,23 @@ static void all_ties_case(int is_i8, int64_t n, int64_t k, int exclude_mode) {
     }
     set_exclude(&c, exclude_mode, 0.3);
     snprintf(case_name, sizeof case_name, "all ties (%s, n=%lld k=%lld exclude=%d)",
-             is_i8 ? "int8" : "float32", (long long)n, (long long)k, exclude_mode);
+             is_i8 ? "int8" : (c.screened ? "screened" : "float32"), (long long)n, (long long)k,
+             exclude_mode);
     run_case(&c);
     free_case(&c);
 }
 
 /* Every score NaN, or every item excluded: nothing returned, rows padded. */
-static void nothing_eligible_case(int is_i8, int nan) {
+static void nothing_eligible_case(int kind, int nan) {
+    const int is_i8 = kind == 1;
     case_t c;
     alloc_case(&c, is_i8, 1, 300, 4, 2, 7);
+    c.screened = kind == 2;
     fill_random(&c, 2, nan ? 1.0 : 0.0, 0.0);
     if (!nan) set_exclude(&c, 1, 1.0);
     snprintf(case_name, sizeof case_name, "nothing eligible (%s, %s)",
-             is_i8 ? "int8" : "float32", nan ? "all NaN" : "all excluded");
+             is_i8 ? "int8" : (c.screened ? "screened" : "float32"),
+             nan ? "all NaN" : "all excluded");
     run_case(&c);
     free_case(&c);
 }
@@ -406,7 +500,8 @@ static void int8_extreme_case(void) {
 static void argument_cases(void) {
     float items[6] = {1, 2, 3, 4, 5, 6}, q[2] = {1, 1}, sc[4], qs[1] = {1};
     int8_t codes[6] = {1, 2, 3, 4, 5, 6}, qc[2] = {1, 1};
-    float scales[3] = {1, 1, 1};
+    float scales[16] = {1, 1, 1};
+    uint8_t pk[64] = {0};
     int64_t ids[4], counts[2];
     uint8_t ex[3] = {0, 0, 0};
     struct {
@@ -439,6 +534,18 @@ static void argument_cases(void) {
          PR_E_ARG},
         {"i8 isa above best",
          pr_topk_i8(codes, scales, 3, 2, qc, qs, 1, NULL, 0, 1, pr_best_isa() + 1, ids, sc, counts),
+         PR_E_ISA},
+        {"screened d too large",
+         pr_topk_screened(items, pk, scales, scales, scales, 1.0f, 1, PR_SCREEN_MAX_DIM + 1, q, 1,
+                          NULL, 0, 1, cur_isa, ids, sc, counts, NULL),
+         PR_E_ARG},
+        {"screened NULL packed",
+         pr_topk_screened(items, NULL, scales, scales, scales, 1.0f, 3, 2, q, 1, NULL, 0, 1,
+                          cur_isa, ids, sc, counts, NULL),
+         PR_E_ARG},
+        {"screened isa above best",
+         pr_topk_screened(items, pk, scales, scales, scales, 1.0f, 3, 2, q, 1, NULL, 0, 1,
+                          pr_best_isa() + 1, ids, sc, counts, NULL),
          PR_E_ISA},
         {"i8 b=0, NULL outputs",
          pr_topk_i8(codes, scales, 3, 2, NULL, NULL, 0, NULL, 0, 1, cur_isa, NULL, NULL, NULL),
@@ -474,21 +581,21 @@ static const char *isa_name(int isa) {
 
 int main(int argc, char **argv) {
     uint64_t seed = argc > 1 ? strtoull(argv[1], NULL, 10) : 20261202;
-    long random_cases = argc > 2 ? strtol(argv[2], NULL, 10) : 400;
+    long random_cases = argc > 2 ? strtol(argv[2], NULL, 10) : 600;
     int best = pr_best_isa();
     printf("best isa %d (%s)\n", best, isa_name(best));
     for (cur_isa = PR_ISA_PORTABLE; cur_isa <= best; cur_isa++) {
         rng_state = seed; /* the same cases on every path */
         n_cases = 0;
         argument_cases();
-        for (int is_i8 = 0; is_i8 < 2; is_i8++) {
+        for (int kind = 0; kind < 3; kind++) { /* float32, int8, screened */
             static const int64_t ns[] = {1, 5, 255, 256, 257, 700};
             static const int64_t ks[] = {1, 3, 256, 1000};
             for (size_t a = 0; a < sizeof ns / sizeof *ns; a++)
                 for (size_t z = 0; z < sizeof ks / sizeof *ks; z++)
-                    for (int mode = 0; mode < 3; mode++) all_ties_case(is_i8, ns[a], ks[z], mode);
-            nothing_eligible_case(is_i8, 1);
-            nothing_eligible_case(is_i8, 0);
+                    for (int mode = 0; mode < 3; mode++) all_ties_case(kind, ns[a], ks[z], mode);
+            nothing_eligible_case(kind, 1);
+            nothing_eligible_case(kind, 0);
         }
         int8_extreme_case();
         for (long iter = 0; iter < random_cases; iter++) random_case(iter);

@@ -1,6 +1,7 @@
 /*
  * Broken kernels that check_topk.c must reject (tests/test_native_c.py): this file wraps the real
- * kernels, compiled with -Dpr_topk_f32=real_pr_topk_f32 -Dpr_topk_i8=real_pr_topk_i8, and breaks
+ * kernels, compiled with -Dpr_topk_f32=real_pr_topk_f32 -Dpr_topk_i8=real_pr_topk_i8
+ * -Dpr_topk_screened=real_pr_topk_screened, and breaks
  * their results through the public API in the way the environment variable PR_MUTANT names:
  *
  *   ties      swap the first two results of a row when their scores are equal
@@ -24,6 +25,12 @@ int real_pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t
                     const int8_t *qcodes, const float *qscales, int64_t b,
                     const uint8_t *exclude, int64_t exclude_stride, int64_t k, int isa,
                     int64_t *out_ids, float *out_scores, int64_t *out_counts);
+
+int real_pr_topk_screened(const float *items, const uint8_t *packed, const float *scales,
+                          const float *errs, const float *norms, float max_norm, int64_t n,
+                          int64_t d, const float *queries, int64_t b, const uint8_t *exclude,
+                          int64_t exclude_stride, int64_t k, int isa, int64_t *out_ids,
+                          float *out_scores, int64_t *out_counts, int64_t *out_candidates);
 
 static int mutant(const char *name) {
     const char *m = getenv("PR_MUTANT");
@@ -78,5 +85,18 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
     int rc = real_pr_topk_i8(codes, scales, n, d, qcodes, qscales, b, exclude, exclude_stride, k,
                              isa, out_ids, out_scores, out_counts);
     if (rc == PR_OK) break_rows(b, k, out_ids, out_scores, out_counts);
+    return rc;
+}
+
+int pr_topk_screened(const float *items, const uint8_t *packed, const float *scales,
+                     const float *errs, const float *norms, float max_norm, int64_t n, int64_t d,
+                     const float *queries, int64_t b, const uint8_t *exclude,
+                     int64_t exclude_stride, int64_t k, int isa, int64_t *out_ids,
+                     float *out_scores, int64_t *out_counts, int64_t *out_candidates) {
+    if (mutant("exclude") && (exclude_stride == 0 || exclude_stride == n)) exclude = NULL;
+    int rc = real_pr_topk_screened(items, packed, scales, errs, norms, max_norm, n, d, queries, b,
+                                   exclude, exclude_stride, k, isa, out_ids, out_scores,
+                                   out_counts, out_candidates);
+    if (rc == PR_OK && !mutant("int8")) break_rows(b, k, out_ids, out_scores, out_counts);
     return rc;
 }
