@@ -1,11 +1,11 @@
 """Intake throughput of the server's PostgreSQL storage: the three ways of storing a batch.
 
 ``json``: the batch travels as one JSON text parameter in one ``INSERT … SELECT FROM
-json_to_recordset(…)`` statement (the ``event_ids`` guard and the events insert in one CTE,
-autocommit). ``unnest``: the same with the batch as seven arrays. ``copy``: the batch is COPYed
-into a per-connection temporary table and the same insert runs from it, in one transaction. The
-storage's default, ``intake="auto"``, picks by batch size (``COPY_MIN_EVENTS``) from these figures.
-For
+json_array_elements(…)`` statement (the ``event_ids`` guard and the events insert in one CTE,
+autocommit; batches queued meanwhile share it: the group commit). ``unnest``: the same with the
+batch as seven arrays. ``copy``: the batch is COPYed into a per-connection temporary table and
+the same insert runs from it, in one transaction. The storage's default, ``intake="auto"``,
+picks by batch size (``COPY_MIN_EVENTS``) from these figures. For
 each batch size, each repeat stores ``--events`` new events in a fresh schema from ``--threads``
 threads (each its own device, its own pooled connection), with PostgreSQL's durable defaults
 (``synchronous_commit = on``, fsync). Also ``sqlite`` (one SQLite file, ``synchronous=FULL``) as
