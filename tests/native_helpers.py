@@ -15,6 +15,17 @@ from pocketrec.native.screen import ScreenedItems
 
 
 @dataclass(frozen=True)
+class Problem:
+    """One top-k case for the property tests: catalog ``[N, D]``, query ``[D]``, ``k`` and an
+    optional exclusion mask ``[N]``."""
+
+    items: npt.NDArray[np.float32]
+    query: npt.NDArray[np.float32]
+    k: int
+    exclude: npt.NDArray[np.bool_] | None
+
+
+@dataclass(frozen=True)
 class Variant:
     """One implementation under test: a backend and, for C, a forced instruction-set path."""
 

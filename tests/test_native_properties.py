@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from native_helpers import Variant, all_variants, assert_float_result_matches, reference_topk
+from native_helpers import (
+    Problem,
+    Variant,
+    all_variants,
+    assert_float_result_matches,
+    reference_topk,
+)
 
 from pocketrec.native import quantize_int8
 
@@ -21,14 +25,6 @@ PROPERTY_SETTINGS = settings(
 # Value distributions for the catalog: magnitudes stay where float32 dot products neither
 # overflow nor lose everything to subnormals (|x| <= 1e15 with D <= 300; >= 1e-15).
 KINDS = ["normal", "integers", "constant", "zero_rows", "huge", "tiny", "mixed"]
-
-
-@dataclass(frozen=True)
-class Problem:
-    items: npt.NDArray[np.float32]
-    query: npt.NDArray[np.float32]
-    k: int
-    exclude: npt.NDArray[np.bool_] | None
 
 
 @st.composite

@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import numpy.typing as npt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from native_helpers import Variant, all_variants, assert_float_result_matches, reference_topk
+from native_helpers import (
+    Problem,
+    Variant,
+    all_variants,
+    assert_float_result_matches,
+    reference_topk,
+)
 
 from pocketrec.native import ScreenedItems, backends, screen_int8, topk
 from pocketrec.native.screen import query_terms, slack
@@ -28,14 +32,6 @@ KINDS = [
     "normal", "integers", "constant", "near_ties", "duplicates", "huge", "tiny", "mixed",
     "nan_rows", "inf_rows", "zero_query", "subnormal",
 ]  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Problem:
-    items: npt.NDArray[np.float32]
-    query: npt.NDArray[np.float32]
-    k: int
-    exclude: npt.NDArray[np.bool_] | None
 
 
 def _catalog(
