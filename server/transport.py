@@ -16,7 +16,8 @@ h11 protocol with two additions) and :class:`BodyDeadline` (ASGI middleware) add
 - **max connections**: a connection opened while ``max_connections`` are already open is
   answered 503 with ``Retry-After: 1`` as soon as its headers are in, without running the
   application, and closed; the connections already open are served as usual;
-- keep-alive: uvicorn's own ``timeout_keep_alive`` between requests on one connection.
+- keep-alive: uvicorn's own ``timeout_keep_alive`` between requests on one connection, also
+  after a response sent before its request body had all arrived (uvicorn loses the timer then).
 
 The limits travel in :class:`ServerConfig` (a ``uvicorn.Config``), which uvicorn hands to every
 protocol instance and pickles into worker processes.
@@ -125,6 +126,25 @@ class GuardedH11Protocol(H11Protocol):
             self._disarm_header_deadline()  # the headers are in (a body may follow)
         elif self.conn.trailing_data[0]:
             self._arm_header_deadline()  # part of the next request has arrived
+        else:
+            self._rearm_keep_alive()
+
+    def _rearm_keep_alive(self) -> None:
+        # uvicorn arms the keep-alive timer when a response completes and cancels it whenever
+        # data arrives; when the rest of a request body arrives after its response (an early
+        # 401/503), h11 starts the next cycle without re-arming it, and the idle connection
+        # would then stay open for good. Between requests, an idle connection has the timer.
+        cycle = self.cycle
+        if (
+            self.timeout_keep_alive_task is None
+            and cycle is not None
+            and cycle.response_complete
+            and self.conn.our_state is h11.IDLE
+            and not self.transport.is_closing()
+        ):
+            self.timeout_keep_alive_task = self.loop.call_later(
+                self.timeout_keep_alive, self.timeout_keep_alive_handler
+            )
 
     def _arm_header_deadline(self) -> None:
         if self._header_deadline is None and not self.transport.is_closing():

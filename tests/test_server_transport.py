@@ -21,6 +21,7 @@ from test_sync_server import event, post
 
 from pocketrec.runtime.sync.client import SyncClient
 from pocketrec.runtime.sync.http import HttpClient, NetworkError
+from pocketrec.server import Fault
 from pocketrec.server.running import ServerOptions
 from pocketrec.server.transport import TransportLimits
 from pocketrec.storage import Store
@@ -219,6 +220,28 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_keep_alive_timeout(
         assert read_response(sock)[0] == 200
         assert closed_by_server(sock)
         sock.close()
+
+
+def test_a_connection_idle_after_a_body_sent_after_its_early_reply_is_still_closed(
+    tmp_path: Path,
+) -> None:
+    """Regression (CI flake, test_sync_keepalive): a 503 answered before the request body had
+    arrived; the body came after the reply, which cancelled uvicorn's keep-alive timer for good
+    and the idle connection stayed open."""
+    with serving(tmp_path / "server", keep_alive_timeout=1, header_timeout=30.0) as server:
+        token = server.add_device("phone")
+        server.faults.add(Fault(status=503, retry_after="0"))
+        body = json.dumps({"events": [event()]}).encode()
+        sock = connect(server.url)
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+        )
+        assert read_response(sock)[0] == 503  # answered before a byte of the body was sent
+        sock.sendall(body)
+        assert closed_by_server(sock, limit=15.0)
+        sock.close()
+        assert server.event_ids() == []
 
 
 def test_tls_serves_https_and_the_device_client_verifies_the_certificate(
