@@ -26,7 +26,9 @@ class ModelConfig:
     training events) or ``"users"`` (``batch_size`` sequences per batch); ``min_batches > 0``
     lowers the batch size of a small dataset so that an epoch has about that many batches (0:
     ``batch_size`` as given); ``valid_every`` is the number of epochs between validation passes
-    (0: derived from the data's history lengths). Both rules: ``schedule.py``.
+    (0: derived from the data's history lengths); ``max_len`` is the training window, which grows
+    up to ``max_window`` when most training positions lie further back (``<= max_len``: fixed).
+    The rules: ``schedule.py``.
     """
 
     num_items: int
@@ -35,6 +37,7 @@ class ModelConfig:
     user_dim: int = 64
     dropout: float = 0.5
     max_len: int = 50
+    max_window: int = 200
     batch_size: int = 256
     learning_rate: float = 1e-3
     max_epochs: int = 100
@@ -97,7 +100,8 @@ class ModelConfig:
         raw = json.loads(text)
         raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
         # Written before these were choices: what training did then.
-        earlier = (("init_std", 0.0), ("ema", 0.0), ("batching", "users"), ("min_batches", 0))
+        earlier = (("init_std", 0.0), ("ema", 0.0), ("batching", "users"), ("min_batches", 0),
+                   ("max_window", 0))  # fmt: skip
         for name, then in (*earlier, ("valid_every", 1)):
             raw.setdefault(name, then)
         unknown = set(raw) - fields

@@ -199,6 +199,7 @@ class TrainingReport:
     batch_size: int = 0  # as derived by ``schedule.derive``
     batches_per_epoch: int = 0
     valid_every: int = 1
+    window: int = 0  # events per training window, as derived by ``schedule.window``
 
 
 def _loss_fn(
@@ -233,6 +234,24 @@ def _loss_fn(
         )
 
     return compute
+
+
+def planned(
+    split: Split, config: ModelConfig, valid: StageData
+) -> tuple[int, Windows, schedule.Schedule]:
+    """The training window (events), the windows cut with it and the schedule, as derived from
+    ``split`` by the rules of ``schedule.py`` (``valid``: the validation stage of ``split``)."""
+    window = schedule.window(config, np.array([len(t) for t in split.train], np.int64))
+    windows = training_windows(split, window)
+    if len(windows.lengths) == 0:
+        raise ValueError("no user has two training events: nothing to train on")
+    plan = schedule.derive(
+        config,
+        windows=len(windows.lengths),
+        train_events=int(windows.lengths.sum()),
+        valid_events=sum(len(h) for h in valid.items),
+    )
+    return window, windows, plan
 
 
 def train(
@@ -276,16 +295,8 @@ def fit(
         raise ValueError(f"min_delta must be >= 0, got {min_delta}")
     start = time.perf_counter()
     config = model.config
-    windows = training_windows(split, config.max_len)
-    if len(windows.lengths) == 0:
-        raise ValueError("no user has two training events: nothing to train on")
     valid = HeldOut.from_split(split).stage("valid")
-    plan = schedule.derive(
-        config,
-        windows=len(windows.lengths),
-        train_events=int(windows.lengths.sum()),
-        valid_events=sum(len(h) for h in valid.items),
-    )
+    window, windows, plan = planned(split, config, valid)
     popularity = np.bincount(windows.targets[windows.weights > 0], minlength=config.num_items)
     compute_loss = _loss_fn(model, loss, num_sampled, popularity.astype(np.float64))
     variables = (
@@ -321,7 +332,7 @@ def fit(
     )
 
     rng = np.random.default_rng(config.seed)
-    report = TrainingReport(batch_size=plan.batch_size, valid_every=plan.valid_every)
+    report = TrainingReport(batch_size=plan.batch_size, valid_every=plan.valid_every, window=window)
     best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
     gained = -1.0  # the score of the last epoch that restarted the patience count
     losses: list[float] = []  # since the last validation pass

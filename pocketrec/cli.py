@@ -138,7 +138,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _print_metrics("popularity baseline (validation)", popularity_baseline(split, stage="valid"))
     print(
         f"{result.epochs_run} epochs of {result.batches_per_epoch} batches (batch size "
-        f"{result.batch_size}), validated every {result.valid_every} epoch(s)"
+        f"{result.batch_size}, windows of {result.window} events), validated every "
+        f"{result.valid_every} epoch(s)"
     )
     print(f"training wall time: {result.seconds:.1f} s; model written to {args.out}")
     return 0
@@ -478,6 +479,8 @@ _MODEL_HELP = {
     "user_dim": "user and catalog vector size D (before the folded bias)",
     "dropout": "dropout on the event inputs while training",
     "max_len": "events per training window",
+    "max_window": "longest training window: max_len doubles while its windows hold under 0.9 "
+    "of the training positions (<= max_len: off)",
     "batch_size": "users per batch at most (events per batch: this * the mean window length)",
     "min_batches": "batches per epoch at least: smaller batches on small data (0: off)",
     "valid_every": "epochs between validation passes (0: from history lengths)",

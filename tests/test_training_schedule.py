@@ -4,6 +4,7 @@ following them in ``test_training_stop.py``)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -48,6 +49,32 @@ def test_the_rules(
     assert schedule.derive(fixed, windows, train_events, valid_events).valid_every == 3
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    lengths=st.lists(st.integers(0, 2_000), min_size=1, max_size=300),
+    max_len=st.integers(1, 100),
+    max_window=st.integers(0, 1_000),
+)
+def test_the_window_rule(lengths: list[int], max_len: int, max_window: int) -> None:
+    config = ModelConfig(num_items=10, max_len=max_len, max_window=max_window)
+    size = schedule.window(config, np.array(lengths))
+    positions = np.maximum(np.array(lengths) - 1, 0)
+
+    def held(w: int) -> int:
+        return int(np.minimum(positions, w).sum())
+
+    # max_len doubled k >= 0 times, never past max_window (unless that is max_len itself) ...
+    doublings = size // max_len
+    assert size == max_len * doublings
+    assert doublings & (doublings - 1) == 0
+    assert size == max_len or size <= max_window
+    # ... and only while the window held less than 90% of the positions.
+    if size > max_len:
+        assert held(size // 2) < schedule.WINDOW_COVERAGE * positions.sum()
+    if size * 2 <= max_window:
+        assert held(size) >= schedule.WINDOW_COVERAGE * positions.sum()
+
+
 def test_the_rules_reject_what_they_cannot_use() -> None:
     with pytest.raises(ValueError, match="need training data"):
         schedule.derive(ModelConfig(num_items=10), 0, 0, 5)
@@ -59,8 +86,14 @@ def test_the_rules_reject_what_they_cannot_use() -> None:
 
 def test_configs_written_before_the_rules_train_as_then() -> None:
     text = ModelConfig(num_items=10).to_json()
-    old = text.replace('"min_batches": 32,', "").replace('"valid_every": 0,', "")
+    old = (
+        text.replace('"min_batches": 32,', "")
+        .replace('"valid_every": 0,', "")
+        .replace('"max_window": 200,', "")
+    )
     assert "min_batches" not in old
     assert "valid_every" not in old
+    assert "max_window" not in old
     config = ModelConfig.from_json(old)
-    assert (config.min_batches, config.valid_every) == (0, 1)
+    assert (config.min_batches, config.valid_every, config.max_window) == (0, 1, 0)
+    assert schedule.window(config, np.array([1_000, 1_000])) == config.max_len
