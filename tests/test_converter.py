@@ -204,8 +204,9 @@ def test_cli_train_convert_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
     out = capsys.readouterr().out
     assert "training wall time" in out
     assert "best validation" in out
-    # 400 windows < 256 * 32: the batch shrinks to 32 sequences (schedule.py).
-    assert "(batch size 32), validated every 1 epoch(s)" in out
+    # 400 windows < 256 * 32: the batch shrinks to 32 sequences; histories of ~20 events keep
+    # the 50-event window (schedule.py).
+    assert "(batch size 32, windows of 50 events), validated every 1 epoch(s)" in out
     assert (
         main(["convert", str(model), "--out", str(tmp_path / "b"), "--catalog-dtype", "int8"]) == 0
     )
