@@ -11,6 +11,8 @@ h11 protocol with two additions) and :class:`BodyDeadline` (ASGI middleware) add
   timer: one byte a second does not keep it alive), else the server answers 408 and closes;
 - **body timeout**: the whole request body must arrive within ``body_timeout`` seconds of the
   headers, else 408 (``{"error": "timeout"}``) and the connection is closed; nothing is stored;
+  the rest of a body answered early (401, 413, 429, 503 before it was read) is read and dropped
+  within ``body_timeout`` seconds of the reply too, else the connection is closed;
 - **header size**: at most h11's 16 KiB (uvicorn's ``h11_max_incomplete_event_size``) however
   the bytes arrive (h11 alone checks it only while it waits for more), else 400;
 - **max connections**: a connection opened while ``max_connections`` are already open is
@@ -97,6 +99,7 @@ class GuardedH11Protocol(H11Protocol):
         limits = getattr(config, "limits", None)
         self.limits = limits if isinstance(limits, TransportLimits) else TransportLimits()
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._drain_deadline: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -107,7 +110,13 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()
+        self._disarm_drain_deadline()
         super().connection_lost(exc)
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.conn.their_state is h11.SEND_BODY:  # an early reply: the body is still coming
+            self._arm_drain_deadline()
 
     def data_received(self, data: bytes) -> None:
         # h11 checks its header-size limit only while it waits for more data, so headers that
@@ -124,7 +133,9 @@ class GuardedH11Protocol(H11Protocol):
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:
             self._disarm_header_deadline()  # the headers are in (a body may follow)
-        elif self.conn.trailing_data[0]:
+            return
+        self._disarm_drain_deadline()
+        if self.conn.trailing_data[0]:
             self._arm_header_deadline()  # part of the next request has arrived
         else:
             self._rearm_keep_alive()
@@ -156,6 +167,33 @@ class GuardedH11Protocol(H11Protocol):
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
+
+    def _arm_drain_deadline(self) -> None:
+        # The rest of a body answered early must come within the body timeout too: the data
+        # that drains it cancels uvicorn's keep-alive timer, so that alone would let a client
+        # that trickles it hold the connection for as long as it likes.
+        if self._drain_deadline is None and not self.transport.is_closing():
+            self._drain_deadline = self.loop.call_later(
+                self.limits.body_timeout, self._drain_too_slow
+            )
+
+    def _disarm_drain_deadline(self) -> None:
+        if self._drain_deadline is not None:
+            self._drain_deadline.cancel()
+            self._drain_deadline = None
+
+    def _drain_too_slow(self) -> None:
+        self._drain_deadline = None
+        if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
+            return
+        server_metrics().transport_timeouts.labels("body").inc()
+        client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
+        log.info(
+            "closed %s: the body of a request answered early not complete within %gs",
+            client,
+            self.limits.body_timeout,
+        )
+        self.transport.close()
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None

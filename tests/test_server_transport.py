@@ -244,6 +244,37 @@ def test_a_connection_idle_after_a_body_sent_after_its_early_reply_is_still_clos
         assert server.event_ids() == []
 
 
+def test_a_body_trickled_after_its_early_reply_is_cut_off_by_the_body_timeout(
+    tmp_path: Path,
+) -> None:
+    """The rest of a body answered early is read within the body timeout too: each trickled
+    byte cancels uvicorn's keep-alive timer, which alone would keep the connection forever."""
+    limits = {"body_timeout": 1.0, "keep_alive_timeout": 30, "header_timeout": 30.0}
+    with serving(tmp_path / "server", **limits) as server:
+        url = server.url
+        before = metric(url, "pocketrec_transport_timeouts_total", phase="body")
+        token = server.add_device("phone")
+        server.faults.add(Fault(status=503, retry_after="0"))
+        sock = connect(url)
+        sock.sendall(
+            b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+            + f"Authorization: Bearer {token}\r\nContent-Length: 100000\r\n\r\n".encode()
+        )
+        assert read_response(sock)[0] == 503
+        began, closed = time.monotonic(), False
+        while not closed and time.monotonic() - began < 20:  # one byte every 0.2 s
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                closed = True
+                break
+            closed = closed_by_server(sock, limit=0.2)
+        sock.close()
+        assert closed
+        assert metric(url, "pocketrec_transport_timeouts_total", phase="body") - before == 1
+        assert server.event_ids() == []
+
+
 def test_tls_serves_https_and_the_device_client_verifies_the_certificate(
     tmp_path: Path,
 ) -> None:
