@@ -26,9 +26,10 @@ class ModelConfig:
     training events) or ``"users"`` (``batch_size`` sequences per batch); ``min_batches > 0``
     lowers the batch size of a small dataset so that an epoch has about that many batches (0:
     ``batch_size`` as given); ``valid_every`` is the number of epochs between validation passes
-    (0: derived from the data's history lengths); ``max_len`` is the training window, which grows
-    up to ``max_window`` when most training positions lie further back (``<= max_len``: fixed).
-    The rules: ``schedule.py``.
+    (0: derived from the data's history lengths); ``max_len`` is the training window, doubled up
+    to ``max_window`` while its windows hold under 90% of the training positions (``max_window
+    <= max_len``: fixed); ``label_smoothing`` spreads that share of the full-softmax target evenly
+    over all items (0: off). The rules: ``schedule.py``.
     """
 
     num_items: int
@@ -54,12 +55,17 @@ class ModelConfig:
     batching: str = "events"
     min_batches: int = 32
     valid_every: int = 0
+    label_smoothing: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
             raise ValueError(f"cell must be one of {CELLS}, got {self.cell!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be in [0, 1) (0: off), got {self.ema}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(
+                f"label_smoothing must be in [0, 1) (0: off), got {self.label_smoothing}"
+            )
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")
         if self.batching not in BATCHING:

@@ -202,20 +202,31 @@ class TrainingReport:
     window: int = 0  # events per training window, as derived by ``schedule.window``
 
 
+def smoothed_cross_entropy(logits: tf.Tensor, targets: tf.Tensor, smoothing: float) -> tf.Tensor:
+    """Softmax cross-entropy of ``logits`` ``[P, I]`` (float32) against the targets ``[P]``
+    (int32) smoothed with ``smoothing`` of the mass spread evenly over the ``I`` items:
+    ``-(1 - s) log p_t - s mean_i log p_i``; ``[P]`` float32, without a ``[P, I]`` one-hot."""
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+    if smoothing <= 0:
+        return ce
+    # -mean_i log p_i = lse - mean(l) and -log p_t = lse - l_t, so the mix is ce + s (l_t - mean l)
+    target_logit = tf.gather(logits, targets, batch_dims=1)
+    return ce + smoothing * (target_logit - tf.reduce_mean(logits, axis=1))
+
+
 def _loss_fn(
     model: Trainable, loss: Loss, num_sampled: int, popularity: npt.NDArray[np.float64]
 ) -> Callable[..., Any]:
     out_emb, out_bias = model.out_emb, model.out_bias
     num_items = model.config.num_items
+    smoothing = model.config.label_smoothing
     unigrams = (popularity + 1.0).tolist()
 
     def compute(users: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
         if loss == "full" or num_sampled >= num_items:
             logits = tf.matmul(users, weights, transpose_b=True)
-            return tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-            )
+            return tf.reduce_mean(smoothed_cross_entropy(logits, targets, smoothing))
         labels = tf.cast(tf.reshape(targets, (-1, 1)), tf.int64)
         sampled = tf.random.fixed_unigram_candidate_sampler(
             labels, 1, num_sampled, unique=True, range_max=num_items, unigrams=unigrams

@@ -494,6 +494,7 @@ _MODEL_HELP = {
     "plateau_decay": "multiply the learning rate by this after an epoch without gain (1: off)",
     "init_std": "std of the truncated-normal initial weights (0: Keras' initializers)",
     "ema": "momentum of the weights' moving average that is evaluated and kept (0: off)",
+    "label_smoothing": "share of the full-softmax target spread evenly over all items (0: off)",
 }
 
 
