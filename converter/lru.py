@@ -12,8 +12,9 @@ recurrent neural networks for long sequences"; used for recommendation by Yue et
 "Linear recurrent units for sequential recommendation").
 
 The sequence form (training, validation, evaluation) runs the recurrence for all positions as a
-*chunked scan*: the history is cut into chunks of ``C`` events (``C = min(T, chunk)``); within a
-chunk the state from zero is a causal Toeplitz product ``Σ_{s≤t} λ^{t-s} u_s`` (one batched
+*chunked scan*: the history is cut into ``K = ceil(T / chunk)`` chunks of ``C = ceil(T / K)``
+events (at most ``chunk``, with at most ``K - 1`` positions of padding); within a chunk the state
+from zero is a causal Toeplitz product ``Σ_{s≤t} λ^{t-s} u_s`` (one batched
 matmul with a ``[C, C, N]`` kernel), and across chunks a scan carries the state entering each
 chunk, ``H_k = λ^C H_{k-1} + (chunk k's own end state)``, adding ``λ^{t+1} H_{k-1}`` to position
 ``t`` of chunk ``k``. Time O(T·C·N), memory O(T·N) per sequence (the plain Toeplitz form over the
@@ -116,8 +117,10 @@ class LinearRecurrence(keras.layers.Layer):
         """States ``h_t = λ h_{t-1} + u_t`` from ``h_{-1} = 0`` for inputs ``[B, T, N]`` (real,
         imaginary) → ``[B, T, N]`` each, by the chunked scan of the module docstring."""
         b, t, n = ops.shape(u_re)[0], ops.shape(u_re)[1], self.state_size
-        c = ops.minimum(t, self.chunk)
-        k = (t + c - 1) // c
+        # K = ceil(T / chunk) chunks of equal size C = ceil(T / K) <= chunk: at most K - 1
+        # padded positions (C = chunk would pad a 65-event window to 128).
+        k = ops.maximum((t + self.chunk - 1) // self.chunk, 1)
+        c = (t + k - 1) // k
         pad = [[0, 0], [0, k * c - t], [0, 0]]
         u_re = ops.reshape(ops.pad(u_re, pad), (b, k, c, n))
         u_im = ops.reshape(ops.pad(u_im, pad), (b, k, c, n))

@@ -98,7 +98,8 @@ def _stepped(layer: LinearRecurrence, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("length", [1, 3, 4, 5, 8, 11])
 def test_chunked_sequence_form_equals_stepping_event_by_event(length: int) -> None:
-    # Chunks of 4: T < C, T = C, T a multiple of C, T not a multiple, T = 1.
+    # Chunks of at most 4 events: T < 4, T = 4, T a multiple of 4, T = 5 and 11 (chunks of 3 and
+    # 4 with one padded position), T = 1.
     layer = _recurrence(seed=7, chunk=4)
     x = np.random.default_rng(length).normal(size=(3, length, 4)).astype(np.float32)
     got = keras.ops.convert_to_numpy(layer(x))
