@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -91,6 +92,29 @@ def _raw_response(status: int, reason: str, error: str, detail: str, extra: str 
     return head.encode("ascii") + body
 
 
+class _Deadline:
+    """A connection's one-shot timer: :meth:`arm` starts it unless it is pending (a deadline, not
+    an idle timer: arming it again does not push it back), :meth:`disarm` cancels it, and
+    ``expire`` runs when it fires."""
+
+    def __init__(self, protocol: H11Protocol, seconds: float, expire: Callable[[], None]) -> None:
+        self._protocol, self._seconds, self._expire = protocol, seconds, expire
+        self._handle: asyncio.TimerHandle | None = None
+
+    def arm(self) -> None:
+        if self._handle is None and not self._protocol.transport.is_closing():
+            self._handle = self._protocol.loop.call_later(self._seconds, self._fire)
+
+    def disarm(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        self._expire()
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the header deadline and the connection cap (module doc)."""
 
@@ -98,25 +122,25 @@ class GuardedH11Protocol(H11Protocol):
         super().__init__(config, *args, **kwargs)
         limits = getattr(config, "limits", None)
         self.limits = limits if isinstance(limits, TransportLimits) else TransportLimits()
-        self._header_deadline: asyncio.TimerHandle | None = None
-        self._drain_deadline: asyncio.TimerHandle | None = None
+        self._header_deadline = _Deadline(self, self.limits.header_timeout, self._headers_too_slow)
+        self._drain_deadline = _Deadline(self, self.limits.body_timeout, self._drain_too_slow)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.limits.max_connections:
             server_metrics().connections_refused.inc()
             self.app = over_capacity  # answered once its headers are in; never runs the app
-        self._arm_header_deadline()
+        self._header_deadline.arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_header_deadline()
-        self._disarm_drain_deadline()
+        self._header_deadline.disarm()
+        self._drain_deadline.disarm()
         super().connection_lost(exc)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if self.conn.their_state is h11.SEND_BODY:  # an early reply: the body is still coming
-            self._arm_drain_deadline()
+            self._drain_deadline.arm()
 
     def data_received(self, data: bytes) -> None:
         # h11 checks its header-size limit only while it waits for more data, so headers that
@@ -132,11 +156,11 @@ class GuardedH11Protocol(H11Protocol):
     def handle_events(self) -> None:
         super().handle_events()
         if self.conn.their_state is not h11.IDLE:
-            self._disarm_header_deadline()  # the headers are in (a body may follow)
+            self._header_deadline.disarm()  # the headers are in (a body may follow)
             return
-        self._disarm_drain_deadline()
+        self._drain_deadline.disarm()
         if self.conn.trailing_data[0]:
-            self._arm_header_deadline()  # part of the next request has arrived
+            self._header_deadline.arm()  # part of the next request has arrived
         else:
             self._rearm_keep_alive()
 
@@ -157,55 +181,29 @@ class GuardedH11Protocol(H11Protocol):
                 self.timeout_keep_alive, self.timeout_keep_alive_handler
             )
 
-    def _arm_header_deadline(self) -> None:
-        if self._header_deadline is None and not self.transport.is_closing():
-            self._header_deadline = self.loop.call_later(
-                self.limits.header_timeout, self._headers_too_slow
-            )
-
-    def _disarm_header_deadline(self) -> None:
-        if self._header_deadline is not None:
-            self._header_deadline.cancel()
-            self._header_deadline = None
-
-    def _arm_drain_deadline(self) -> None:
+    def _drain_too_slow(self) -> None:
         # The rest of a body answered early must come within the body timeout too: the data
         # that drains it cancels uvicorn's keep-alive timer, so that alone would let a client
         # that trickles it hold the connection for as long as it likes.
-        if self._drain_deadline is None and not self.transport.is_closing():
-            self._drain_deadline = self.loop.call_later(
-                self.limits.body_timeout, self._drain_too_slow
-            )
-
-    def _disarm_drain_deadline(self) -> None:
-        if self._drain_deadline is not None:
-            self._drain_deadline.cancel()
-            self._drain_deadline = None
-
-    def _drain_too_slow(self) -> None:
-        self._drain_deadline = None
         if self.transport.is_closing() or self.conn.their_state is not h11.SEND_BODY:
             return
-        server_metrics().transport_timeouts.labels("body").inc()
-        client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
-        log.info(
-            "closed %s: the body of a request answered early not complete within %gs",
-            client,
-            self.limits.body_timeout,
-        )
-        self.transport.close()
+        self._close_late("body", "the body of a request answered early", self.limits.body_timeout)
 
     def _headers_too_slow(self) -> None:
-        self._header_deadline = None
         if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
             return
-        server_metrics().transport_timeouts.labels("headers").inc()
+        seconds = self.limits.header_timeout
+        detail = f"request headers not complete within {seconds:g} s"
+        reply = _raw_response(408, "Request Timeout", "timeout", detail)
+        self._close_late("headers", "request headers", seconds, reply)
+
+    def _close_late(self, phase: str, what: str, seconds: float, reply: bytes = b"") -> None:
+        """Count a transport timeout of ``phase``, log it, send ``reply`` (if any) and close."""
+        server_metrics().transport_timeouts.labels(phase).inc()
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
-        log.info(
-            "closed %s: no complete request headers within %gs", client, self.limits.header_timeout
-        )
-        detail = f"request headers not complete within {self.limits.header_timeout:g} s"
-        self.transport.write(_raw_response(408, "Request Timeout", "timeout", detail))
+        log.info("closed %s: %s not complete within %gs", client, what, seconds)
+        if reply:
+            self.transport.write(reply)
         self.transport.close()
 
 
