@@ -306,6 +306,11 @@ def fit(
         raise ValueError(f"min_delta must be >= 0, got {min_delta}")
     start = time.perf_counter()
     config = model.config
+    if config.label_smoothing > 0 and loss != "full" and num_sampled < config.num_items:
+        raise ValueError(
+            f"label_smoothing={config.label_smoothing} applies to the full softmax only: use "
+            f"loss='full' (--loss full) or label_smoothing=0 with the sampled softmax"
+        )
     valid = HeldOut.from_split(split).stage("valid")
     window, windows, plan = planned(split, config, valid)
     popularity = np.bincount(windows.targets[windows.weights > 0], minlength=config.num_items)

@@ -29,6 +29,20 @@ def test_smoothed_cross_entropy_equals_the_one_hot_form(smoothing: float) -> Non
         assert not np.allclose(got, plain.numpy())
 
 
+def test_label_smoothing_with_the_sampled_softmax_is_refused_not_ignored() -> None:
+    from pocketrec.converter.config import ModelConfig
+    from pocketrec.converter.training import train
+    from pocketrec.core import synthetic
+    from pocketrec.core.split import leave_one_out
+
+    data = synthetic.generate(num_users=60, num_items=40, seed=1)
+    config = ModelConfig(
+        num_items=data.num_items, embedding_dim=8, hidden_dim=8, user_dim=8, label_smoothing=0.1
+    )
+    with pytest.raises(ValueError, match="applies to the full softmax only"):
+        train(leave_one_out(data), config, loss="sampled", num_sampled=10, show_progress=False)
+
+
 def test_label_smoothing_outside_0_1_is_refused() -> None:
     from pocketrec.converter.config import ModelConfig
 
