@@ -17,11 +17,11 @@
  * row, each row front to back) in groups of 8 rows whose sums are reduced together. An earlier
  * AVX2 kernel walked 8 rows in lockstep (8 streams 256 bytes apart at D = 64) and read DRAM at
  * about 60% of the speed of the portable loop on AMD EPYC (Zen 4); groups of 16 rows (AVX-512) were
- * as slow. Measured with a standalone harness at N = 1M, D = 64: sequential float32 groups of 8
- * run at the streaming-read floor and software prefetch (256 B to 8 KB ahead) did not help them.
- * int8 does 4x the arithmetic per byte: its kernels scale, store and take the block maximum of
- * their scores in registers and prefetch PR_PREFETCH_AHEAD bytes ahead, which took the VNNI
- * kernel from ~1.7x to ~1.1x the streaming floor at N = 1M (issue 16).
+ * as slow. Every single-query kernel also writes its scores, and takes their block maximum, in
+ * registers (a second pass over the block's scores was measurable from DRAM), and prefetches the
+ * rows PR_PREFETCH_AHEAD bytes ahead (issue 16, N = 1M, D = 64, Zen 4, against a streaming read
+ * of the same bytes in the same run): the int8 VNNI kernel went from ~1.6x to ~1.1x that floor,
+ * the AVX2 float32 kernel from ~1.3x to ~1.04x, the AVX-512 one from ~1.12x to ~1.08x.
  *
  * Batches (b >= 2, float32): a separate kernel serves up to QB queries from one pass over the
  * catalog. Queries are transposed into qt[d][QB] once; for each block of BR rows, scores of
@@ -142,20 +142,11 @@ static void heap_finish(heap_t *h, int64_t *count) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* Block maximum (NaN ignored; -inf for an empty or all-NaN block).                            */
-
-typedef float (*max_fn)(const float *sc, int64_t cnt);
-
-static float block_max_portable(const float *sc, int64_t cnt) {
-    float m = -INFINITY;
-    for (int64_t j = 0; j < cnt; j++) m = sc[j] > m ? sc[j] : m;
-    return m;
-}
-
-/* ------------------------------------------------------------------------------------------ */
 /* Dot kernels: out[j] = <rows[j], q> for j < cnt.                                             */
 
-typedef void (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out);
+/* float32 scores: out[j] = <rows[j], q> for j < cnt; returns the largest non-NaN out[j] (-inf if
+ * none), found while the scores are written (no second pass over the block). */
+typedef float (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out);
 /* int8 scores: out[j] = (float)<rows[j], q> * scales[j] (the rank; the query's own scale is
  * applied to the k results at the end) for j < cnt; returns the largest non-NaN out[j] (-inf if
  * none), so that the scores are written, scaled and their maximum found in one pass. qsum is
@@ -163,8 +154,9 @@ typedef void (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const flo
 typedef float (*scores_i8_fn)(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
                               const int8_t *q, int32_t qsum, float *out);
 
-static void dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *q,
-                              float *out) {
+static float dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *q,
+                               float *out) {
+    float m = -INFINITY;
     for (int64_t j = 0; j < cnt; j++) {
         const float *r = rows + j * d;
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -174,7 +166,9 @@ static void dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const f
         float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         for (; t < d; t++) s += r[t] * q[t];
         out[j] = s;
+        m = s > m ? s : m; /* NaN never wins */
     }
+    return m;
 }
 
 static float scores_i8_portable(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
@@ -245,6 +239,17 @@ PR_AVX2 static inline __m256i hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __
                             _mm256_permute2x128_si256(t0, t1, 0x31));
 }
 
+/* Software prefetch distance of the single-query kernels: the lines this many bytes ahead of
+ * the group being scored are requested into L1 (see the note at the top; 2-16 KB all helped the
+ * int8 kernel, 4 KB most). The hardware prefetcher alone does not keep enough lines in flight
+ * while the core computes. The address is formed as an integer: past the catalog's end it is
+ * only a hint, never a load. */
+#define PR_PREFETCH_AHEAD 4096
+
+#define PR_PREFETCH_RANGE(p, bytes)                                                              \
+    for (int64_t pf_ = 0; pf_ < (bytes); pf_ += 64)                                              \
+    _mm_prefetch((const char *)((uintptr_t)(p) + PR_PREFETCH_AHEAD + (uintptr_t)pf_), _MM_HINT_T0)
+
 /* Largest lane of m. Maxima are kept as max_ps(x, m), which returns m when x is NaN, so NaN
  * scores never raise them. */
 PR_AVX2 static inline float max8_ps(__m256 m) {
@@ -252,15 +257,6 @@ PR_AVX2 static inline float max8_ps(__m256 m) {
     h = _mm_max_ps(h, _mm_movehl_ps(h, h));
     h = _mm_max_ss(h, _mm_movehdup_ps(h));
     return _mm_cvtss_f32(h);
-}
-
-PR_AVX2 static float block_max_avx2(const float *sc, int64_t cnt) {
-    __m256 m = _mm256_set1_ps(-INFINITY);
-    int64_t j = 0;
-    for (; j + 8 <= cnt; j += 8) m = _mm256_max_ps(_mm256_loadu_ps(sc + j), m);
-    float r = max8_ps(m);
-    for (; j < cnt; j++) r = sc[j] > r ? sc[j] : r;
-    return r;
 }
 
 PR_AVX2 static inline float hsum_ps(__m256 a) {
@@ -287,34 +283,43 @@ PR_AVX2 static inline __m256 row_dot8_ps(const float *r, const float *q, int64_t
 /* Rows are read in order (see the access-order note at the top); 8 rows' sums are reduced at once.
  * Inlined with a constant d for common dimensions (see dots_f32_avx2), so that the compiler
  * unrolls the row loop and keeps the query in registers. */
-PR_AVX2 static inline __attribute__((always_inline)) void
+PR_AVX2 static inline __attribute__((always_inline)) float
 dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
                    float *restrict out) {
     const int64_t dv = d & ~(int64_t)7;
     const int rem = (int)(d - dv);
     __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 qtail = _mm256_maskload_ps(q + dv, tail);
+    __m256 m = _mm256_set1_ps(-INFINITY);
     int64_t j = 0;
     for (; j + 8 <= cnt; j += 8) {
         const float *r = rows + j * d;
+        PR_PREFETCH_RANGE(r, 8 * d * 4);
         __m256 a[8];
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
             a[u] = row_dot8_ps(r + u * d, q, dv, rem, tail, qtail);
             PR_ROW_ORDER();
         }
-        _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+        const __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        _mm256_storeu_ps(out + j, sums);
+        m = _mm256_max_ps(sums, m); /* a NaN score never replaces m */
     }
-    for (; j < cnt; j++) out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
+    float top = max8_ps(m);
+    for (; j < cnt; j++) {
+        out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
+        top = out[j] > top ? out[j] : top;
+    }
+    return top;
 }
 
-PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                  float *out) {
+PR_AVX2 static float dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                   float *out) {
     switch (d) {
-    case 32: dots_f32_avx2_body(rows, cnt, 32, q, out); break;
-    case 64: dots_f32_avx2_body(rows, cnt, 64, q, out); break;
-    case 128: dots_f32_avx2_body(rows, cnt, 128, q, out); break;
-    default: dots_f32_avx2_body(rows, cnt, d, q, out);
+    case 32: return dots_f32_avx2_body(rows, cnt, 32, q, out);
+    case 64: return dots_f32_avx2_body(rows, cnt, 64, q, out);
+    case 128: return dots_f32_avx2_body(rows, cnt, 128, q, out);
+    default: return dots_f32_avx2_body(rows, cnt, d, q, out);
     }
 }
 
@@ -367,17 +372,6 @@ PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, co
     }
     for (int v = 0; v < 4; v++) _mm256_storeu_ps(bmax + 8 * v, m[v]);
 }
-
-/* Software prefetch distance of the int8 kernels: the rows this many bytes ahead of the group
- * being scored are requested into L1. From DRAM (N = 1M, D = 64, Zen 4) the VNNI kernel read at
- * ~1.7x the streaming floor without it and ~1.15x with it (2-16 KB ahead all helped, 4 KB best);
- * the hardware prefetcher alone does not keep enough lines in flight while the core computes.
- * The address is formed as an integer: past the catalog's end it is only a hint, never a load. */
-#define PR_PREFETCH_AHEAD 4096
-
-#define PR_PREFETCH_RANGE(p, bytes)                                                              \
-    for (int64_t pf_ = 0; pf_ < (bytes); pf_ += 64)                                              \
-    _mm_prefetch((const char *)((uintptr_t)(p) + PR_PREFETCH_AHEAD + (uintptr_t)pf_), _MM_HINT_T0)
 
 /* int8 via sign extension to 16 bits and vpmaddwd (exact int32 sums, no saturation). */
 PR_AVX2 static float scores_i8_avx2(const int8_t *rows, const float *scales, int64_t cnt,
@@ -493,33 +487,44 @@ PR_AVX512 static inline __m256 row_dot16_ps(const float *r, const float *q, int6
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
 }
 
-PR_AVX512 static inline __attribute__((always_inline)) void
+PR_AVX512 static inline __attribute__((always_inline)) float
 dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
                      float *restrict out) {
     const int64_t dv = d & ~(int64_t)15;
     const __mmask16 tail = (__mmask16)((1u << (d - dv)) - 1u);
+    __m256 m = _mm256_set1_ps(-INFINITY);
     int64_t j = 0;
     for (; j + 8 <= cnt; j += 8) {
         const float *r = rows + j * d;
+        PR_PREFETCH_RANGE(r, 8 * d * 4);
         __m256 a[8];
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
             a[u] = row_dot16_ps(r + u * d, q, dv, tail);
             PR_ROW_ORDER();
         }
-        _mm256_storeu_ps(out + j, hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]));
+        const __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        _mm256_storeu_ps(out + j, sums);
+        m = _mm256_max_ps(sums, m); /* a NaN score never replaces m */
     }
-    for (; j < cnt; j++) out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
+    float top = max8_ps(m);
+    for (; j < cnt; j++) {
+        out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
+        top = out[j] > top ? out[j] : top;
+    }
+    return top;
 }
 
 /* d == 64 (the common model width): the query lives in four registers for the whole block, so
  * a row costs four loads and four FMAs. */
-PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
-                                          float *out) {
+PR_AVX512 static float dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
+                                           float *out) {
     const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
     const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
+    __m256 m = _mm256_set1_ps(-INFINITY);
     int64_t j = 0;
     for (; j < cnt; j += 8) {
+        PR_PREFETCH_RANGE(rows + j * 64, 8 * 64 * 4);
         __m256 a[8];
 #pragma GCC unroll 8
         for (int u = 0; u < 8; u++) {
@@ -534,6 +539,7 @@ PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const 
             PR_ROW_ORDER();
         }
         __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
+        m = _mm256_max_ps(sums, m); /* rows past cnt repeat row j: their scores are real ones */
         if (j + 8 <= cnt) {
             _mm256_storeu_ps(out + j, sums);
         } else { /* a short last group: rows past cnt were scored as row j, and are dropped */
@@ -542,16 +548,17 @@ PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const 
             for (int64_t u = 0; u < cnt - j; u++) out[j + u] = tmp[u];
         }
     }
+    return max8_ps(m);
 }
 
 /* Constant d for common dimensions: the row loop is fully unrolled (see dots_f32_avx2). */
-PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                      float *out) {
+PR_AVX512 static float dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                       float *out) {
     switch (d) {
-    case 32: dots_f32_avx512_body(rows, cnt, 32, q, out); break;
-    case 64: dots_f32_avx512_d64(rows, cnt, q, out); break;
-    case 128: dots_f32_avx512_body(rows, cnt, 128, q, out); break;
-    default: dots_f32_avx512_body(rows, cnt, d, q, out);
+    case 32: return dots_f32_avx512_body(rows, cnt, 32, q, out);
+    case 64: return dots_f32_avx512_d64(rows, cnt, q, out);
+    case 128: return dots_f32_avx512_body(rows, cnt, 128, q, out);
+    default: return dots_f32_avx512_body(rows, cnt, d, q, out);
     }
 }
 
@@ -649,14 +656,6 @@ static batch_f32_fn pick_batch_f32(int isa) {
     return batch_f32_portable;
 }
 
-static max_fn pick_max(int isa) {
-#if PR_X86
-    if (isa >= PR_ISA_AVX2) return block_max_avx2;
-#endif
-    (void)isa;
-    return block_max_portable;
-}
-
 static scores_i8_fn pick_i8(int isa) {
 #if PR_X86
     if (isa >= PR_ISA_AVX512 && pr_int8_vnni()) return scores_i8_vnni;
@@ -726,14 +725,13 @@ static void scan_f32_one(const float *items, int64_t n, int64_t d, const float *
                          const uint8_t *ex, int64_t k, int isa, int64_t *ids, float *scores,
                          int64_t *count) {
     dots_f32_fn dots = pick_f32(isa);
-    max_fn bmax = pick_max(isa);
     float sc[BLOCK];
     heap_t h[1];
     init_heaps(h, 1, k, ids, scores);
     for (int64_t base = 0; base < n; base += BLOCK) {
         int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-        dots(items + base * d, cnt, d, q, sc);
-        select_block(&h[0], sc, 1, base, cnt, ex, bmax(sc, cnt));
+        const float top = dots(items + base * d, cnt, d, q, sc);
+        select_block(&h[0], sc, 1, base, cnt, ex, top);
     }
     heap_finish(&h[0], count);
 }
