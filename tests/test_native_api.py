@@ -96,6 +96,28 @@ def test_specialized_dimensions_with_a_short_last_group(variant: Variant, d: int
 
 
 @by_name
+@pytest.mark.parametrize("d", [64, 100])
+def test_catalogs_past_the_prefetch_threshold_match_the_reference(variant: Variant, d: int) -> None:
+    """Catalogs of >= 4 MiB take the kernels' prefetching branch (PR_PREFETCH_MIN_BYTES in
+    topk.c), float32 and int8: exact small-integer scores, NaN rows and ties at both ends, an
+    exclusion mask, one query and a batch."""
+    n = (4 << 20) // d + 1001  # past the threshold as int8 codes (and so as float32)
+    rng = np.random.default_rng(n)
+    items = rng.integers(-8, 9, size=(n, d)).astype(np.float32)
+    items[[0, n - 1]] = 8.0  # the best rows, tied, at both ends of the scan
+    items[[1, n - 2]] = np.nan
+    queries = np.abs(rng.integers(1, 9, size=(3, d))).astype(np.float32)
+    mask = rng.random(n) < 0.3
+    mask[[0, n - 1]] = False
+    for catalog in (items, quantize_int8(np.nan_to_num(items))):
+        for query in (queries[0], queries):
+            got = variant.topk(catalog, query, 9, mask if query.ndim == 1 else None)
+            want = reference_topk(catalog, query, 9, mask if query.ndim == 1 else None)
+            for got_part, want_part in zip(got, want, strict=True):
+                np.testing.assert_array_equal(got_part, want_part)
+
+
+@by_name
 def test_zero_query_and_zero_items(variant: Variant) -> None:
     items = np.zeros((20, 6), dtype=np.float32)
     ids, scores = variant.topk(items, np.zeros(6, np.float32), 3)

@@ -48,6 +48,11 @@
 
 #define BLOCK 256
 
+/* The single-query x86 kernels prefetch the rows ahead (PR_PREFETCH_AHEAD) only in catalogs of at
+ * least this many bytes: smaller ones come from cache, where the prefetch instructions only take
+ * issue slots (at N = 10k, D = 64, 2.5 MB of float32, they made the scan ~10% slower). */
+#define PR_PREFETCH_MIN_BYTES ((int64_t)4 << 20)
+
 /* Compiler barrier: keeps the loads of one row before those of the next. With a constant d the
  * compiler otherwise interleaves the unrolled rows' loads, which reads memory out of order (the
  * pattern that made the old AVX2 kernel slow from DRAM). */
@@ -145,17 +150,20 @@ static void heap_finish(heap_t *h, int64_t *count) {
 /* Dot kernels: out[j] = <rows[j], q> for j < cnt.                                             */
 
 /* float32 scores: out[j] = <rows[j], q> for j < cnt; returns the largest non-NaN out[j] (-inf if
- * none), found while the scores are written (no second pass over the block). */
-typedef float (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out);
+ * none), found while the scores are written (no second pass over the block). pf: prefetch the
+ * rows ahead (x86 kernels; see PR_PREFETCH_AHEAD). */
+typedef float (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out,
+                             int pf);
 /* int8 scores: out[j] = (float)<rows[j], q> * scales[j] (the rank; the query's own scale is
  * applied to the k results at the end) for j < cnt; returns the largest non-NaN out[j] (-inf if
  * none), so that the scores are written, scaled and their maximum found in one pass. qsum is
  * sum(q) (used by the VNNI kernel, which works on biased codes). */
 typedef float (*scores_i8_fn)(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
-                              const int8_t *q, int32_t qsum, float *out);
+                              const int8_t *q, int32_t qsum, float *out, int pf);
 
 static float dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *q,
-                               float *out) {
+                               float *out, int pf) {
+    (void)pf;
     float m = -INFINITY;
     for (int64_t j = 0; j < cnt; j++) {
         const float *r = rows + j * d;
@@ -172,8 +180,9 @@ static float dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const 
 }
 
 static float scores_i8_portable(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
-                                const int8_t *q, int32_t qsum, float *out) {
+                                const int8_t *q, int32_t qsum, float *out, int pf) {
     (void)qsum;
+    (void)pf;
     float m = -INFINITY;
     for (int64_t j = 0; j < cnt; j++) {
         const int8_t *r = rows + j * d;
@@ -247,8 +256,9 @@ PR_AVX2 static inline __m256i hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __
 #define PR_PREFETCH_AHEAD 4096
 
 #define PR_PREFETCH_RANGE(p, bytes)                                                              \
-    for (int64_t pf_ = 0; pf_ < (bytes); pf_ += 64)                                              \
-    _mm_prefetch((const char *)((uintptr_t)(p) + PR_PREFETCH_AHEAD + (uintptr_t)pf_), _MM_HINT_T0)
+    if (pf)                                                                                      \
+        for (int64_t pf_ = 0; pf_ < (bytes); pf_ += 64)                                          \
+        _mm_prefetch((const char *)((uintptr_t)(p) + PR_PREFETCH_AHEAD + (uintptr_t)pf_), _MM_HINT_T0)
 
 /* Largest lane of m. Maxima are kept as max_ps(x, m), which returns m when x is NaN, so NaN
  * scores never raise them. */
@@ -285,7 +295,7 @@ PR_AVX2 static inline __m256 row_dot8_ps(const float *r, const float *q, int64_t
  * unrolls the row loop and keeps the query in registers. */
 PR_AVX2 static inline __attribute__((always_inline)) float
 dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
-                   float *restrict out) {
+                   float *restrict out, int pf) {
     const int64_t dv = d & ~(int64_t)7;
     const int rem = (int)(d - dv);
     __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -314,12 +324,12 @@ dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restr
 }
 
 PR_AVX2 static float dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                   float *out) {
+                                   float *out, int pf) {
     switch (d) {
-    case 32: return dots_f32_avx2_body(rows, cnt, 32, q, out);
-    case 64: return dots_f32_avx2_body(rows, cnt, 64, q, out);
-    case 128: return dots_f32_avx2_body(rows, cnt, 128, q, out);
-    default: return dots_f32_avx2_body(rows, cnt, d, q, out);
+    case 32: return dots_f32_avx2_body(rows, cnt, 32, q, out, pf);
+    case 64: return dots_f32_avx2_body(rows, cnt, 64, q, out, pf);
+    case 128: return dots_f32_avx2_body(rows, cnt, 128, q, out, pf);
+    default: return dots_f32_avx2_body(rows, cnt, d, q, out, pf);
     }
 }
 
@@ -375,7 +385,7 @@ PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, co
 
 /* int8 via sign extension to 16 bits and vpmaddwd (exact int32 sums, no saturation). */
 PR_AVX2 static float scores_i8_avx2(const int8_t *rows, const float *scales, int64_t cnt,
-                                    int64_t d, const int8_t *q, int32_t qsum, float *out) {
+                                    int64_t d, const int8_t *q, int32_t qsum, float *out, int pf) {
     const int64_t dv = d & ~(int64_t)15;
     __m256 m = _mm256_set1_ps(-INFINITY);
     int64_t j = 0;
@@ -406,7 +416,8 @@ PR_AVX2 static float scores_i8_avx2(const int8_t *rows, const float *scales, int
         m = _mm256_max_ps(s, m); /* a NaN in s never replaces m */
     }
 #undef PR_LD16
-    const float rest = scores_i8_portable(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j);
+    const float rest =
+        scores_i8_portable(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, pf);
     const float head = max8_ps(m);
     return rest > head ? rest : head;
 }
@@ -434,7 +445,8 @@ PR_AVX512VNNI static inline __m512i hsum16_epi32(const __m512i a[16]) {
  * and the running maximum stay in registers (a separate pass over the block's scores cost ~0.4x
  * the floor at N = 1M), and the rows PR_PREFETCH_AHEAD bytes ahead are prefetched. */
 PR_AVX512VNNI static float scores_i8_vnni(const int8_t *rows, const float *scales, int64_t cnt,
-                                          int64_t d, const int8_t *q, int32_t qsum, float *out) {
+                                          int64_t d, const int8_t *q, int32_t qsum, float *out,
+                                          int pf) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     /* vpdpbusd wraps modulo 2^32; so does this product, and the difference is the exact sum. */
     const __m512i corr = _mm512_set1_epi32((int32_t)((uint32_t)qsum * 128u));
@@ -465,7 +477,7 @@ PR_AVX512VNNI static float scores_i8_vnni(const int8_t *rows, const float *scale
         _mm512_storeu_ps(out + j, s);
         m = _mm512_max_ps(s, m); /* a NaN in s never replaces m */
     }
-    const float rest = scores_i8_avx2(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j);
+    const float rest = scores_i8_avx2(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, pf);
     const float head = _mm512_reduce_max_ps(m);
     return rest > head ? rest : head;
 }
@@ -489,7 +501,7 @@ PR_AVX512 static inline __m256 row_dot16_ps(const float *r, const float *q, int6
 
 PR_AVX512 static inline __attribute__((always_inline)) float
 dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
-                     float *restrict out) {
+                     float *restrict out, int pf) {
     const int64_t dv = d & ~(int64_t)15;
     const __mmask16 tail = (__mmask16)((1u << (d - dv)) - 1u);
     __m256 m = _mm256_set1_ps(-INFINITY);
@@ -518,7 +530,7 @@ dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *res
 /* d == 64 (the common model width): the query lives in four registers for the whole block, so
  * a row costs four loads and four FMAs. */
 PR_AVX512 static float dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
-                                           float *out) {
+                                           float *out, int pf) {
     const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
     const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
     __m256 m = _mm256_set1_ps(-INFINITY);
@@ -553,12 +565,12 @@ PR_AVX512 static float dots_f32_avx512_d64(const float *rows, int64_t cnt, const
 
 /* Constant d for common dimensions: the row loop is fully unrolled (see dots_f32_avx2). */
 PR_AVX512 static float dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                       float *out) {
+                                       float *out, int pf) {
     switch (d) {
-    case 32: return dots_f32_avx512_body(rows, cnt, 32, q, out);
-    case 64: return dots_f32_avx512_d64(rows, cnt, q, out);
-    case 128: return dots_f32_avx512_body(rows, cnt, 128, q, out);
-    default: return dots_f32_avx512_body(rows, cnt, d, q, out);
+    case 32: return dots_f32_avx512_body(rows, cnt, 32, q, out, pf);
+    case 64: return dots_f32_avx512_d64(rows, cnt, q, out, pf);
+    case 128: return dots_f32_avx512_body(rows, cnt, 128, q, out, pf);
+    default: return dots_f32_avx512_body(rows, cnt, d, q, out, pf);
     }
 }
 
@@ -725,12 +737,13 @@ static void scan_f32_one(const float *items, int64_t n, int64_t d, const float *
                          const uint8_t *ex, int64_t k, int isa, int64_t *ids, float *scores,
                          int64_t *count) {
     dots_f32_fn dots = pick_f32(isa);
+    const int pf = n * d * (int64_t)sizeof(float) >= PR_PREFETCH_MIN_BYTES;
     float sc[BLOCK];
     heap_t h[1];
     init_heaps(h, 1, k, ids, scores);
     for (int64_t base = 0; base < n; base += BLOCK) {
         int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-        const float top = dots(items + base * d, cnt, d, q, sc);
+        const float top = dots(items + base * d, cnt, d, q, sc, pf);
         select_block(&h[0], sc, 1, base, cnt, ex, top);
     }
     heap_finish(&h[0], count);
@@ -764,6 +777,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
                    out_counts == NULL)))
         return PR_E_ARG;
     scores_i8_fn scores = pick_i8(isa);
+    const int pf = n * d >= PR_PREFETCH_MIN_BYTES; /* for the first query of a group only */
     float sc[BLOCK];
     heap_t h[QGROUP];
     int32_t qsum[QGROUP];
@@ -780,7 +794,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
             for (int64_t i = 0; i < qn; i++) {
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
                 float top = scores(codes + base * d, scales + base, cnt, d, qcodes + (q0 + i) * d,
-                                   qsum[i], sc);
+                                   qsum[i], sc, pf && i == 0);
                 select_block(&h[i], sc, 1, base, cnt, ex, top);
             }
         }
@@ -1240,7 +1254,7 @@ static void screen_finish(const screen_q *s, const float *items, int64_t d, cons
         if (!(s->cup[j] >= s->T)) continue;
         const int64_t id = s->cid[j];
         float f;
-        dots(items + id * d, 1, d, q, &f);
+        dots(items + id * d, 1, d, q, &f, 0);
         if (f != f) continue; /* NaN: never returned */
         if (h->size < h->cap) {
             heap_push(h, f, id);
