@@ -125,6 +125,68 @@ static void select_block(heap_t *h, const float *sc, int64_t stride, int64_t bas
     }
 }
 
+/* Candidate rows of a block for the single-query kernels. The caller sets pf and thr (the heap's
+ * worst score when it is full, else -inf); the kernel scores the block and sets bit j of
+ * hits[j / 64] when row j scored >= thr (never for NaN), in the registers that hold the scores,
+ * so only those rows are offered to the heap. */
+typedef struct {
+    int pf;                    /* prefetch the rows PR_PREFETCH_AHEAD bytes ahead (x86 kernels) */
+    float thr;                 /* rows scoring >= thr are candidates */
+    uint64_t hits[BLOCK / 64]; /* bit j: row j is a candidate */
+} cand_t;
+
+static inline void cand_clear(cand_t *c) { memset(c->hits, 0, sizeof c->hits); }
+
+/* Mark rows j .. j + 7 (or 15) from a compare mask; j is a multiple of the group size, so a
+ * group never straddles two words. */
+static inline void cand_mark(cand_t *c, int64_t j, uint64_t bits) {
+    c->hits[j >> 6] |= bits << (j & 63);
+}
+
+/* Mark rows [from, cnt) of out one by one (the tails of the vector kernels). */
+static void cand_mark_rows(cand_t *c, const float *out, int64_t from, int64_t cnt) {
+    for (int64_t j = from; j < cnt; j++) cand_mark(c, j, (uint64_t)(out[j] >= c->thr));
+}
+
+static inline int lowest_bit(uint64_t bits) {
+#if defined(__GNUC__)
+    return __builtin_ctzll(bits);
+#else
+    int b = 0;
+    while (!(bits & 1u)) {
+        bits >>= 1;
+        b++;
+    }
+    return b;
+#endif
+}
+
+/* Offer the candidate rows of a block (c->hits, ascending) to the heap; row base + j has score
+ * sc[j]. Rows come in increasing index order, so only a strictly greater score displaces the
+ * worst entry: equal scores keep the lower index. */
+static void select_hits(heap_t *h, const float *sc, int64_t base, int64_t cnt, const uint8_t *ex,
+                        const cand_t *c) {
+    for (int64_t w = 0; w < (cnt + 63) / 64; w++) {
+        for (uint64_t bits = c->hits[w]; bits != 0; bits &= bits - 1) {
+            const int64_t j = w * 64 + lowest_bit(bits);
+            const float s = sc[j];
+            if (ex != NULL && ex[base + j]) continue;
+            if (h->size < h->cap) {
+                heap_push(h, s, base + j);
+            } else if (s > h->s[0]) {
+                h->s[0] = s;
+                h->id[0] = base + j;
+                heap_sift_down(h, 0);
+            }
+        }
+    }
+}
+
+/* The candidate threshold of a heap: its worst score once full, else -inf (every non-NaN row). */
+static inline float heap_threshold(const heap_t *h) {
+    return h->size == h->cap ? h->s[0] : -INFINITY;
+}
+
 /* Sort the heap best-first in place and pad the rest of the row with (-1, -inf). */
 static void heap_finish(heap_t *h, int64_t *count) {
     int64_t n = h->size;
@@ -149,22 +211,18 @@ static void heap_finish(heap_t *h, int64_t *count) {
 /* ------------------------------------------------------------------------------------------ */
 /* Dot kernels: out[j] = <rows[j], q> for j < cnt.                                             */
 
-/* float32 scores: out[j] = <rows[j], q> for j < cnt; returns the largest non-NaN out[j] (-inf if
- * none), found while the scores are written (no second pass over the block). pf: prefetch the
- * rows ahead (x86 kernels; see PR_PREFETCH_AHEAD). */
-typedef float (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out,
-                             int pf);
+/* float32 scores: out[j] = <rows[j], q> for j < cnt (cnt <= BLOCK), candidates marked in c. */
+typedef void (*dots_f32_fn)(const float *rows, int64_t cnt, int64_t d, const float *q, float *out,
+                            cand_t *c);
 /* int8 scores: out[j] = (float)<rows[j], q> * scales[j] (the rank; the query's own scale is
- * applied to the k results at the end) for j < cnt; returns the largest non-NaN out[j] (-inf if
- * none), so that the scores are written, scaled and their maximum found in one pass. qsum is
+ * applied to the k results at the end) for j < cnt (<= BLOCK), candidates marked in c. qsum is
  * sum(q) (used by the VNNI kernel, which works on biased codes). */
-typedef float (*scores_i8_fn)(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
-                              const int8_t *q, int32_t qsum, float *out, int pf);
+typedef void (*scores_i8_fn)(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
+                             const int8_t *q, int32_t qsum, float *out, cand_t *c);
 
-static float dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *q,
-                               float *out, int pf) {
-    (void)pf;
-    float m = -INFINITY;
+static void dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const float *q,
+                              float *out, cand_t *c) {
+    cand_clear(c);
     for (int64_t j = 0; j < cnt; j++) {
         const float *r = rows + j * d;
         float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
@@ -174,24 +232,21 @@ static float dots_f32_portable(const float *rows, int64_t cnt, int64_t d, const 
         float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
         for (; t < d; t++) s += r[t] * q[t];
         out[j] = s;
-        m = s > m ? s : m; /* NaN never wins */
     }
-    return m;
+    cand_mark_rows(c, out, 0, cnt);
 }
 
-static float scores_i8_portable(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
-                                const int8_t *q, int32_t qsum, float *out, int pf) {
+static void scores_i8_portable(const int8_t *rows, const float *scales, int64_t cnt, int64_t d,
+                               const int8_t *q, int32_t qsum, float *out, cand_t *c) {
     (void)qsum;
-    (void)pf;
-    float m = -INFINITY;
+    cand_clear(c);
     for (int64_t j = 0; j < cnt; j++) {
         const int8_t *r = rows + j * d;
         int32_t acc = 0;
         for (int64_t t = 0; t < d; t++) acc += (int32_t)r[t] * (int32_t)q[t];
         out[j] = (float)acc * scales[j];
-        m = out[j] > m ? out[j] : m; /* NaN never wins */
     }
-    return m;
+    cand_mark_rows(c, out, 0, cnt);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -256,17 +311,13 @@ PR_AVX2 static inline __m256i hsum8_epi32(__m256i a0, __m256i a1, __m256i a2, __
 #define PR_PREFETCH_AHEAD 4096
 
 #define PR_PREFETCH_RANGE(p, bytes)                                                              \
-    if (pf)                                                                                      \
+    if (c->pf)                                                                                   \
         for (int64_t pf_ = 0; pf_ < (bytes); pf_ += 64)                                          \
         _mm_prefetch((const char *)((uintptr_t)(p) + PR_PREFETCH_AHEAD + (uintptr_t)pf_), _MM_HINT_T0)
 
-/* Largest lane of m. Maxima are kept as max_ps(x, m), which returns m when x is NaN, so NaN
- * scores never raise them. */
-PR_AVX2 static inline float max8_ps(__m256 m) {
-    __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-    h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_max_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
+/* Candidate bits of 8 scores (>= thr; a NaN compares false). */
+PR_AVX2 static inline uint64_t cand_bits8(__m256 s, const cand_t *c) {
+    return (uint64_t)_mm256_movemask_ps(_mm256_cmp_ps(s, _mm256_set1_ps(c->thr), _CMP_GE_OQ));
 }
 
 PR_AVX2 static inline float hsum_ps(__m256 a) {
@@ -293,14 +344,14 @@ PR_AVX2 static inline __m256 row_dot8_ps(const float *r, const float *q, int64_t
 /* Rows are read in order (see the access-order note at the top); 8 rows' sums are reduced at once.
  * Inlined with a constant d for common dimensions (see dots_f32_avx2), so that the compiler
  * unrolls the row loop and keeps the query in registers. */
-PR_AVX2 static inline __attribute__((always_inline)) float
+PR_AVX2 static inline __attribute__((always_inline)) void
 dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
-                   float *restrict out, int pf) {
+                   float *restrict out, cand_t *c) {
     const int64_t dv = d & ~(int64_t)7;
     const int rem = (int)(d - dv);
     __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
     __m256 qtail = _mm256_maskload_ps(q + dv, tail);
-    __m256 m = _mm256_set1_ps(-INFINITY);
+    cand_clear(c);
     int64_t j = 0;
     for (; j + 8 <= cnt; j += 8) {
         const float *r = rows + j * d;
@@ -313,23 +364,19 @@ dots_f32_avx2_body(const float *rows, int64_t cnt, int64_t d, const float *restr
         }
         const __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
         _mm256_storeu_ps(out + j, sums);
-        m = _mm256_max_ps(sums, m); /* a NaN score never replaces m */
+        cand_mark(c, j, cand_bits8(sums, c));
     }
-    float top = max8_ps(m);
-    for (; j < cnt; j++) {
-        out[j] = hsum_ps(row_dot8_ps(rows + j * d, q, dv, rem, tail, qtail));
-        top = out[j] > top ? out[j] : top;
-    }
-    return top;
+    for (int64_t t = j; t < cnt; t++) out[t] = hsum_ps(row_dot8_ps(rows + t * d, q, dv, rem, tail, qtail));
+    cand_mark_rows(c, out, j, cnt);
 }
 
-PR_AVX2 static float dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                   float *out, int pf) {
+PR_AVX2 static void dots_f32_avx2(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                  float *out, cand_t *c) {
     switch (d) {
-    case 32: return dots_f32_avx2_body(rows, cnt, 32, q, out, pf);
-    case 64: return dots_f32_avx2_body(rows, cnt, 64, q, out, pf);
-    case 128: return dots_f32_avx2_body(rows, cnt, 128, q, out, pf);
-    default: return dots_f32_avx2_body(rows, cnt, d, q, out, pf);
+    case 32: dots_f32_avx2_body(rows, cnt, 32, q, out, c); break;
+    case 64: dots_f32_avx2_body(rows, cnt, 64, q, out, c); break;
+    case 128: dots_f32_avx2_body(rows, cnt, 128, q, out, c); break;
+    default: dots_f32_avx2_body(rows, cnt, d, q, out, c);
     }
 }
 
@@ -384,10 +431,11 @@ PR_AVX2 static void batch_f32_avx2(const float *rows, int64_t cnt, int64_t d, co
 }
 
 /* int8 via sign extension to 16 bits and vpmaddwd (exact int32 sums, no saturation). */
-PR_AVX2 static float scores_i8_avx2(const int8_t *rows, const float *scales, int64_t cnt,
-                                    int64_t d, const int8_t *q, int32_t qsum, float *out, int pf) {
+PR_AVX2 static void scores_i8_avx2(const int8_t *rows, const float *scales, int64_t cnt,
+                                   int64_t d, const int8_t *q, int32_t qsum, float *out,
+                                   cand_t *c) {
     const int64_t dv = d & ~(int64_t)15;
-    __m256 m = _mm256_set1_ps(-INFINITY);
+    cand_clear(c);
     int64_t j = 0;
 #define PR_LD16(p) _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(p)))
     for (; j + 8 <= cnt; j += 8) {
@@ -413,13 +461,12 @@ PR_AVX2 static float scores_i8_avx2(const int8_t *rows, const float *scales, int
         }
         const __m256 s = _mm256_mul_ps(_mm256_cvtepi32_ps(dot), _mm256_loadu_ps(scales + j));
         _mm256_storeu_ps(out + j, s);
-        m = _mm256_max_ps(s, m); /* a NaN in s never replaces m */
+        cand_mark(c, j, cand_bits8(s, c));
     }
 #undef PR_LD16
-    const float rest =
-        scores_i8_portable(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, pf);
-    const float head = max8_ps(m);
-    return rest > head ? rest : head;
+    cand_t rest = {0, c->thr, {0}}; /* the last < 8 rows, marked here at their own offsets */
+    scores_i8_portable(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, &rest);
+    cand_mark_rows(c, out, j, cnt);
 }
 
 /* Reduce sixteen __m512i accumulators to one vector of their sums (lane u = sum(a[u])). */
@@ -444,15 +491,16 @@ PR_AVX512VNNI static inline __m512i hsum16_epi32(const __m512i a[16]) {
  * 128 * sum(q) that this adds to every dot product is subtracted at the end. Scaling, the store
  * and the running maximum stay in registers (a separate pass over the block's scores cost ~0.4x
  * the floor at N = 1M), and the rows PR_PREFETCH_AHEAD bytes ahead are prefetched. */
-PR_AVX512VNNI static float scores_i8_vnni(const int8_t *rows, const float *scales, int64_t cnt,
-                                          int64_t d, const int8_t *q, int32_t qsum, float *out,
-                                          int pf) {
+PR_AVX512VNNI static void scores_i8_vnni(const int8_t *rows, const float *scales, int64_t cnt,
+                                         int64_t d, const int8_t *q, int32_t qsum, float *out,
+                                         cand_t *c) {
     const __m512i bias = _mm512_set1_epi8((char)0x80);
     /* vpdpbusd wraps modulo 2^32; so does this product, and the difference is the exact sum. */
     const __m512i corr = _mm512_set1_epi32((int32_t)((uint32_t)qsum * 128u));
     const int64_t dv = d & ~(int64_t)63;
     const __mmask64 tail = (d > dv) ? (((__mmask64)1 << (d - dv)) - 1) : 0;
-    __m512 m = _mm512_set1_ps(-INFINITY);
+    const __m512 thr = _mm512_set1_ps(c->thr);
+    cand_clear(c);
     int64_t j = 0;
     for (; j + 16 <= cnt; j += 16) {
         const int8_t *r = rows + j * d;
@@ -475,11 +523,11 @@ PR_AVX512VNNI static float scores_i8_vnni(const int8_t *rows, const float *scale
         const __m512i dot = _mm512_sub_epi32(hsum16_epi32(a), corr);
         const __m512 s = _mm512_mul_ps(_mm512_cvtepi32_ps(dot), _mm512_loadu_ps(scales + j));
         _mm512_storeu_ps(out + j, s);
-        m = _mm512_max_ps(s, m); /* a NaN in s never replaces m */
+        cand_mark(c, j, (uint64_t)_mm512_cmp_ps_mask(s, thr, _CMP_GE_OQ)); /* NaN: false */
     }
-    const float rest = scores_i8_avx2(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, pf);
-    const float head = _mm512_reduce_max_ps(m);
-    return rest > head ? rest : head;
+    cand_t rest = {c->pf, c->thr, {0}}; /* the last < 16 rows, marked here at their own offsets */
+    scores_i8_avx2(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, &rest);
+    cand_mark_rows(c, out, j, cnt);
 }
 
 /* float32 with 512-bit loads and FMA; rows in order, 8 at a time (groups of 16 read DRAM more
@@ -499,12 +547,12 @@ PR_AVX512 static inline __m256 row_dot16_ps(const float *r, const float *q, int6
                          _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(x), 1)));
 }
 
-PR_AVX512 static inline __attribute__((always_inline)) float
+PR_AVX512 static inline __attribute__((always_inline)) void
 dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *restrict q,
-                     float *restrict out, int pf) {
+                     float *restrict out, cand_t *c) {
     const int64_t dv = d & ~(int64_t)15;
     const __mmask16 tail = (__mmask16)((1u << (d - dv)) - 1u);
-    __m256 m = _mm256_set1_ps(-INFINITY);
+    cand_clear(c);
     int64_t j = 0;
     for (; j + 8 <= cnt; j += 8) {
         const float *r = rows + j * d;
@@ -517,23 +565,19 @@ dots_f32_avx512_body(const float *rows, int64_t cnt, int64_t d, const float *res
         }
         const __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
         _mm256_storeu_ps(out + j, sums);
-        m = _mm256_max_ps(sums, m); /* a NaN score never replaces m */
+        cand_mark(c, j, cand_bits8(sums, c));
     }
-    float top = max8_ps(m);
-    for (; j < cnt; j++) {
-        out[j] = hsum_ps(row_dot16_ps(rows + j * d, q, dv, tail));
-        top = out[j] > top ? out[j] : top;
-    }
-    return top;
+    for (int64_t t = j; t < cnt; t++) out[t] = hsum_ps(row_dot16_ps(rows + t * d, q, dv, tail));
+    cand_mark_rows(c, out, j, cnt);
 }
 
 /* d == 64 (the common model width): the query lives in four registers for the whole block, so
  * a row costs four loads and four FMAs. */
-PR_AVX512 static float dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
-                                           float *out, int pf) {
+PR_AVX512 static void dots_f32_avx512_d64(const float *rows, int64_t cnt, const float *q,
+                                          float *out, cand_t *c) {
     const __m512 q0 = _mm512_loadu_ps(q), q1 = _mm512_loadu_ps(q + 16);
     const __m512 q2 = _mm512_loadu_ps(q + 32), q3 = _mm512_loadu_ps(q + 48);
-    __m256 m = _mm256_set1_ps(-INFINITY);
+    cand_clear(c);
     int64_t j = 0;
     for (; j < cnt; j += 8) {
         PR_PREFETCH_RANGE(rows + j * 64, 8 * 64 * 4);
@@ -551,26 +595,26 @@ PR_AVX512 static float dots_f32_avx512_d64(const float *rows, int64_t cnt, const
             PR_ROW_ORDER();
         }
         __m256 sums = hsum8_ps(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]);
-        m = _mm256_max_ps(sums, m); /* rows past cnt repeat row j: their scores are real ones */
         if (j + 8 <= cnt) {
             _mm256_storeu_ps(out + j, sums);
+            cand_mark(c, j, cand_bits8(sums, c));
         } else { /* a short last group: rows past cnt were scored as row j, and are dropped */
             float tmp[8];
             _mm256_storeu_ps(tmp, sums);
             for (int64_t u = 0; u < cnt - j; u++) out[j + u] = tmp[u];
+            cand_mark_rows(c, out, j, cnt);
         }
     }
-    return max8_ps(m);
 }
 
 /* Constant d for common dimensions: the row loop is fully unrolled (see dots_f32_avx2). */
-PR_AVX512 static float dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
-                                       float *out, int pf) {
+PR_AVX512 static void dots_f32_avx512(const float *rows, int64_t cnt, int64_t d, const float *q,
+                                      float *out, cand_t *c) {
     switch (d) {
-    case 32: return dots_f32_avx512_body(rows, cnt, 32, q, out, pf);
-    case 64: return dots_f32_avx512_d64(rows, cnt, q, out, pf);
-    case 128: return dots_f32_avx512_body(rows, cnt, 128, q, out, pf);
-    default: return dots_f32_avx512_body(rows, cnt, d, q, out, pf);
+    case 32: dots_f32_avx512_body(rows, cnt, 32, q, out, c); break;
+    case 64: dots_f32_avx512_d64(rows, cnt, q, out, c); break;
+    case 128: dots_f32_avx512_body(rows, cnt, 128, q, out, c); break;
+    default: dots_f32_avx512_body(rows, cnt, d, q, out, c);
     }
 }
 
@@ -737,14 +781,15 @@ static void scan_f32_one(const float *items, int64_t n, int64_t d, const float *
                          const uint8_t *ex, int64_t k, int isa, int64_t *ids, float *scores,
                          int64_t *count) {
     dots_f32_fn dots = pick_f32(isa);
-    const int pf = n * d * (int64_t)sizeof(float) >= PR_PREFETCH_MIN_BYTES;
+    cand_t c = {n * d * (int64_t)sizeof(float) >= PR_PREFETCH_MIN_BYTES, -INFINITY, {0}};
     float sc[BLOCK];
     heap_t h[1];
     init_heaps(h, 1, k, ids, scores);
     for (int64_t base = 0; base < n; base += BLOCK) {
         int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
-        const float top = dots(items + base * d, cnt, d, q, sc, pf);
-        select_block(&h[0], sc, 1, base, cnt, ex, top);
+        c.thr = heap_threshold(&h[0]);
+        dots(items + base * d, cnt, d, q, sc, &c);
+        select_hits(&h[0], sc, base, cnt, ex, &c);
     }
     heap_finish(&h[0], count);
 }
@@ -778,6 +823,7 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
         return PR_E_ARG;
     scores_i8_fn scores = pick_i8(isa);
     const int pf = n * d >= PR_PREFETCH_MIN_BYTES; /* for the first query of a group only */
+    cand_t c;
     float sc[BLOCK];
     heap_t h[QGROUP];
     int32_t qsum[QGROUP];
@@ -793,9 +839,11 @@ int pr_topk_i8(const int8_t *codes, const float *scales, int64_t n, int64_t d,
             int64_t cnt = (n - base < BLOCK) ? n - base : BLOCK;
             for (int64_t i = 0; i < qn; i++) {
                 const uint8_t *ex = exclude ? exclude + (q0 + i) * exclude_stride : NULL;
-                float top = scores(codes + base * d, scales + base, cnt, d, qcodes + (q0 + i) * d,
-                                   qsum[i], sc, pf && i == 0);
-                select_block(&h[i], sc, 1, base, cnt, ex, top);
+                c.pf = pf && i == 0;
+                c.thr = heap_threshold(&h[i]);
+                scores(codes + base * d, scales + base, cnt, d, qcodes + (q0 + i) * d, qsum[i], sc,
+                       &c);
+                select_hits(&h[i], sc, base, cnt, ex, &c);
             }
         }
         for (int64_t i = 0; i < qn; i++) {
@@ -1248,13 +1296,14 @@ static int screen_prep_query(screen_ctx *x, screen_q *s, int64_t i, const float 
 static void screen_finish(const screen_q *s, const float *items, int64_t d, const float *q,
                           int64_t k, int isa, int64_t *ids, float *scores, int64_t *count) {
     dots_f32_fn dots = pick_f32(isa);
+    cand_t c = {0, -INFINITY, {0}}; /* one row at a time: its candidate bit is not used */
     heap_t h[1];
     init_heaps(h, 1, k, ids, scores);
     for (int64_t j = 0; j < s->len; j++) {
         if (!(s->cup[j] >= s->T)) continue;
         const int64_t id = s->cid[j];
         float f;
-        dots(items + id * d, 1, d, q, &f, 0);
+        dots(items + id * d, 1, d, q, &f, &c);
         if (f != f) continue; /* NaN: never returned */
         if (h->size < h->cap) {
             heap_push(h, f, id);
