@@ -19,7 +19,7 @@
  * about 60% of the speed of the portable loop on AMD EPYC (Zen 4); groups of 16 rows (AVX-512) were
  * as slow. Every single-query kernel also writes its scores, and takes their block maximum, in
  * registers (a second pass over the block's scores was measurable from DRAM), and prefetches the
- * rows PR_PREFETCH_AHEAD bytes ahead (issue 16, N = 1M, D = 64, Zen 4, against a streaming read
+ * rows PR_PREFETCH_AHEAD bytes ahead (issue 16, N = 1M, D = 64, Zen 5, against a streaming read
  * of the same bytes in the same run): the int8 VNNI kernel went from ~1.6x to ~1.1x that floor,
  * the AVX2 float32 kernel from ~1.3x to ~1.04x, the AVX-512 one from ~1.12x to ~1.08x.
  *
