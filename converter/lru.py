@@ -14,8 +14,8 @@ recurrent neural networks for long sequences"; used for recommendation by Yue et
 The sequence form (training, validation, evaluation) runs the recurrence for all positions as a
 *chunked scan*: the history is cut into ``K = ceil(T / chunk)`` chunks of ``C = ceil(T / K)``
 events (at most ``chunk``, with at most ``K - 1`` positions of padding); within a chunk the state
-from zero is a causal Toeplitz product ``Σ_{s≤t} λ^{t-s} u_s`` (one batched
-matmul with a ``[C, C, N]`` kernel), and across chunks a scan carries the state entering each
+from zero is a causal Toeplitz product ``Σ_{s≤t} λ^{t-s} u_s`` (``N`` batched
+``[C, C]`` matmuls), and across chunks a scan carries the state entering each
 chunk, ``H_k = λ^C H_{k-1} + (chunk k's own end state)``, adding ``λ^{t+1} H_{k-1}`` to position
 ``t`` of chunk ``k``. Time O(T·C·N), memory O(T·N) per sequence (the plain Toeplitz form over the
 whole history was O(T²·N) in both). The step model runs the recurrence one event at a time on the
@@ -131,11 +131,18 @@ class LinearRecurrence(keras.layers.Layer):
         k_re, k_im = self._powers(ops.expand_dims(ops.maximum(lag, 0.0), -1))  # [C, C, N]
         k_re, k_im = k_re * causal, k_im * causal
 
-        def conv(kernel: Any, u: Any) -> Any:
-            return ops.einsum("tsn,bksn->bktn", kernel, u)
+        # The Toeplitz product as N batched [C, C] @ [C, B*K] matmuls: TensorFlow's einsum for
+        # "tsn,bksn->bktn" took twice as long (forward + backward of one block at B = 32,
+        # T = 200, N = 128: 33 -> 17 ms), with the same sums to the last bit.
+        kr, ki = ops.transpose(k_re, (2, 0, 1)), ops.transpose(k_im, (2, 0, 1))  # [N, C, C]
+        ur = ops.reshape(ops.transpose(u_re, (3, 2, 0, 1)), (n, c, -1))  # [N, C, B*K]
+        ui = ops.reshape(ops.transpose(u_im, (3, 2, 0, 1)), (n, c, -1))
 
-        h_re = conv(k_re, u_re) - conv(k_im, u_im)
-        h_im = conv(k_re, u_im) + conv(k_im, u_re)
+        def back(h: Any) -> Any:  # [N, C, B*K] -> [B, K, C, N]
+            return ops.transpose(ops.reshape(h, (n, c, b, k)), (2, 3, 1, 0))
+
+        h_re = back(ops.matmul(kr, ur) - ops.matmul(ki, ui))
+        h_im = back(ops.matmul(kr, ui) + ops.matmul(ki, ur))
         # Across chunks: H_{k-1} enters chunk k (H_{-1} = 0, H_k = λ^C H_{k-1} + end_k).
         a, s = self._powers(ops.reshape(ops.cast(c, "float32"), (1,)))
 
