@@ -104,10 +104,10 @@ static void heap_push(heap_t *h, float s, int64_t id) {
     h->id[pos] = id;
 }
 
-/* Offer the scores of rows [base, base + cnt) to the heap; row base + j has score sc[j * stride].
- * block_max is the largest non-NaN score of the block (excluded rows included): when the heap is
- * full and nothing in the block can beat its worst entry, the block is skipped without looking at
- * its rows. */
+/* Offer the scores of rows [base, base + cnt) to the heap (the batch kernels; single queries use
+ * select_hits); row base + j has score sc[j * stride]. block_max is the largest non-NaN score of
+ * the block (excluded rows included): when the heap is full and nothing in the block can beat its
+ * worst entry, the block is skipped without looking at its rows. */
 static void select_block(heap_t *h, const float *sc, int64_t stride, int64_t base, int64_t cnt,
                          const uint8_t *ex, float block_max) {
     if (h->size == h->cap && !(block_max > h->s[0])) return;
@@ -471,7 +471,9 @@ PR_AVX2 static void scores_i8_avx2(const int8_t *rows, const float *scales, int6
     }
 #undef PR_LD16
     PR_ZEROUPPER();
-    cand_t rest = {0, c->thr, {0}}; /* the last < 8 rows, marked here at their own offsets */
+    /* The last < 8 rows: the narrower kernel's bits count from its first row, so they are marked
+     * again here at their offsets in the block. */
+    cand_t rest = {0, c->thr, {0}};
     scores_i8_portable(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, &rest);
     cand_mark_rows(c, out, j, cnt);
 }
@@ -495,9 +497,9 @@ PR_AVX512VNNI static inline __m512i hsum16_epi32(const __m512i a[16]) {
 }
 
 /* int8 via vpdpbusd (u8 x s8): rows are shifted to unsigned with x ^ 0x80 = x + 128, and the
- * 128 * sum(q) that this adds to every dot product is subtracted at the end. Scaling, the store
- * and the running maximum stay in registers (a separate pass over the block's scores cost ~0.4x
- * the floor at N = 1M), and the rows PR_PREFETCH_AHEAD bytes ahead are prefetched. */
+ * 128 * sum(q) that this adds to every dot product is subtracted at the end. Scaling and the
+ * candidate test stay in registers (separate passes over the block's scores cost ~0.4x the floor
+ * at N = 1M), and the rows PR_PREFETCH_AHEAD bytes ahead are prefetched. */
 PR_AVX512VNNI static void scores_i8_vnni(const int8_t *rows, const float *scales, int64_t cnt,
                                          int64_t d, const int8_t *q, int32_t qsum, float *out,
                                          cand_t *c) {
@@ -533,7 +535,7 @@ PR_AVX512VNNI static void scores_i8_vnni(const int8_t *rows, const float *scales
         cand_mark(c, j, (uint64_t)_mm512_cmp_ps_mask(s, thr, _CMP_GE_OQ)); /* NaN: false */
     }
     PR_ZEROUPPER();
-    cand_t rest = {c->pf, c->thr, {0}}; /* the last < 16 rows, marked here at their own offsets */
+    cand_t rest = {c->pf, c->thr, {0}}; /* the last < 16 rows (see scores_i8_avx2) */
     scores_i8_avx2(rows + j * d, scales + j, cnt - j, d, q, qsum, out + j, &rest);
     cand_mark_rows(c, out, j, cnt);
 }
