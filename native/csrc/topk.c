@@ -104,6 +104,20 @@ static void heap_push(heap_t *h, float s, int64_t id) {
     h->id[pos] = id;
 }
 
+/* Offer one entry; entries come in increasing id order, so once the heap is full only a strictly
+ * greater score displaces its worst (equal scores keep the lower id). Returns whether it was kept. */
+static inline int heap_offer(heap_t *h, float s, int64_t id) {
+    if (h->size < h->cap) {
+        heap_push(h, s, id);
+        return 1;
+    }
+    if (!(s > h->s[0])) return 0;
+    h->s[0] = s;
+    h->id[0] = id;
+    heap_sift_down(h, 0);
+    return 1;
+}
+
 /* Offer the scores of rows [base, base + cnt) to the heap (the batch kernels; single queries use
  * select_hits); row base + j has score sc[j * stride]. block_max is the largest non-NaN score of
  * the block (excluded rows included): when the heap is full and nothing in the block can beat its
@@ -115,13 +129,7 @@ static void select_block(heap_t *h, const float *sc, int64_t stride, int64_t bas
         float s = sc[j * stride];
         if (s != s) continue; /* NaN: never returned */
         if (ex != NULL && ex[base + j]) continue;
-        if (h->size < h->cap) {
-            heap_push(h, s, base + j);
-        } else if (s > h->s[0]) {
-            h->s[0] = s;
-            h->id[0] = base + j;
-            heap_sift_down(h, 0);
-        }
+        heap_offer(h, s, base + j);
     }
 }
 
@@ -162,22 +170,13 @@ static inline int lowest_bit(uint64_t bits) {
 }
 
 /* Offer the candidate rows of a block (c->hits, ascending) to the heap; row base + j has score
- * sc[j]. Rows come in increasing index order, so only a strictly greater score displaces the
- * worst entry: equal scores keep the lower index. */
+ * sc[j]. */
 static void select_hits(heap_t *h, const float *sc, int64_t base, int64_t cnt, const uint8_t *ex,
                         const cand_t *c) {
     for (int64_t w = 0; w < (cnt + 63) / 64; w++) {
         for (uint64_t bits = c->hits[w]; bits != 0; bits &= bits - 1) {
             const int64_t j = w * 64 + lowest_bit(bits);
-            const float s = sc[j];
-            if (ex != NULL && ex[base + j]) continue;
-            if (h->size < h->cap) {
-                heap_push(h, s, base + j);
-            } else if (s > h->s[0]) {
-                h->s[0] = s;
-                h->id[0] = base + j;
-                heap_sift_down(h, 0);
-            }
+            if (ex == NULL || !ex[base + j]) heap_offer(h, sc[j], base + j);
         }
     }
 }
@@ -981,15 +980,7 @@ static void screen_offer(screen_ctx *x, screen_q *q, int64_t slot, int64_t row, 
     if (!(err < INFINITY)) return; /* rows without a bound: always candidates, never bounds */
     const float low = round_down(approx - eps - x->slack);
     heap_t *h = &q->lb;
-    if (h->size < h->cap) {
-        heap_push(h, low, row);
-    } else if (low > h->s[0]) {
-        h->s[0] = low;
-        h->id[0] = row;
-        heap_sift_down(h, 0);
-    } else {
-        return;
-    }
+    if (!heap_offer(h, low, row)) return;
     if (h->size == h->cap) {
         q->T = round_down((double)h->s[0] - x->slack);
         x->t[slot] = q->T;
@@ -1314,14 +1305,7 @@ static void screen_finish(const screen_q *s, const float *items, int64_t d, cons
         const int64_t id = s->cid[j];
         float f;
         dots(items + id * d, 1, d, q, &f, &c);
-        if (f != f) continue; /* NaN: never returned */
-        if (h->size < h->cap) {
-            heap_push(h, f, id);
-        } else if (f > h->s[0]) {
-            h->s[0] = f;
-            h->id[0] = id;
-            heap_sift_down(h, 0);
-        }
+        if (f == f) heap_offer(h, f, id); /* NaN: never returned */
     }
     heap_finish(h, count);
 }
