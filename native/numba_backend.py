@@ -22,8 +22,9 @@ is slow here (measured with ``bench/bench_topk.py``):
   ``c ^ 0x80 = c + 128``, so each product carries an extra ``128 * q[t]`` and ``128 * sum(q)`` is
   subtracted per row. int32 sums wrap like numpy's: ranks are bit-identical to the reference.
   Like the C kernels, the int8 scan prefetches (``_prefetch``, ``llvm.prefetch``) each row's
-  line ``_PREFETCH_AHEAD`` bytes ahead: from DRAM (N = 1M) that took it from ~1.5x to ~1.1x the
-  C kernel, whose own prefetch had made it ~1.5x faster.
+  line ``_PREFETCH_AHEAD`` bytes ahead (always: the hints cost little at N = 10k here): from DRAM
+  (N = 1M) that kept it at ~1.2x the C kernel once the C kernel's own prefetch and in-register
+  candidate test had made that ~1.5x faster (``bench/bench_topk.py``, two runs).
 """
 
 from __future__ import annotations
@@ -187,9 +188,10 @@ def _prefetch(typingctx: Any, rows: Any, row: Any, offset: Any) -> Any:
         ahead = builder.add(start, ir.Constant(start.type, _PREFETCH_AHEAD))
         address = builder.gep(builder.bitcast(array.data, byte_ptr), [builder.add(ahead, args[2])])
         i32 = ir.IntType(32)
-        name = _PREFETCH_INTRINSIC
         fnty = ir.FunctionType(ir.VoidType(), [byte_ptr, i32, i32, i32])
-        fn = builder.module.globals.get(name) or ir.Function(builder.module, fnty, name)
+        fn = builder.module.globals.get(_PREFETCH_INTRINSIC) or ir.Function(
+            builder.module, fnty, _PREFETCH_INTRINSIC
+        )
         # read (0), highest locality (3: keep in every cache level), data cache (1)
         builder.call(fn, [address, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
