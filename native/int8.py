@@ -23,17 +23,40 @@ INT8_MAX = 127
 MAX_INT8_DIM = (2**31 - 1) // (INT8_MAX * INT8_MAX)
 
 
-def quantize_rows(
+# Rows quantized per step: every float temporary is at most this many rows (128 KB at D = 64), so
+# quantizing a catalog does not leave its several full-size temporaries in the process's heap.
+QUANTIZE_ROWS = 512
+
+
+def _quantize_block(
     x: npt.NDArray[np.float32],
 ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
-    """Quantize float32 rows ``[M, D]`` to int8 codes ``[M, D]`` and float32 scales ``[M]``."""
     if not np.all(np.isfinite(x)):
         raise ValueError("cannot quantize rows that contain NaN or infinity")
     amax = np.max(np.abs(x), axis=1) if x.shape[1] else np.zeros(x.shape[0], np.float32)
     scales = (amax / np.float32(INT8_MAX)).astype(np.float32)
     safe = np.where(scales > 0, scales, np.float32(1))
     codes = np.clip(np.rint(x / safe[:, None]), -INT8_MAX, INT8_MAX).astype(np.int8)
-    return np.ascontiguousarray(codes), scales
+    return codes, scales
+
+
+def quantize_rows(
+    x: npt.NDArray[np.float32],
+) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.float32]]:
+    """Quantize float32 rows ``[M, D]`` to int8 codes ``[M, D]`` and float32 scales ``[M]``,
+    ``QUANTIZE_ROWS`` rows at a time (each row is quantized on its own: the result does not depend
+    on the blocking). Temporaries stay small: quantizing the 8,192-row scratch catalog of the
+    code-path calibration whole left ~1.9 MB of freed temporaries resident in every process that
+    served an int8 bundle."""
+    if x.shape[0] <= QUANTIZE_ROWS:
+        codes, scales = _quantize_block(x)
+        return np.ascontiguousarray(codes), scales
+    codes = np.empty(x.shape, dtype=np.int8)
+    scales = np.empty(x.shape[0], dtype=np.float32)
+    for start in range(0, x.shape[0], QUANTIZE_ROWS):
+        stop = start + QUANTIZE_ROWS
+        codes[start:stop], scales[start:stop] = _quantize_block(x[start:stop])
+    return codes, scales
 
 
 @dataclass(frozen=True)

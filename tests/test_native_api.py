@@ -15,7 +15,7 @@ import pytest
 from native_helpers import Variant, all_variants, assert_float_result_matches, reference_topk
 
 from pocketrec.core.errors import BackendUnavailableError, KernelError
-from pocketrec.native import Int8Items, backends, quantize_int8, registry, topk
+from pocketrec.native import Int8Items, backends, int8, quantize_int8, registry, topk
 
 VARIANTS = all_variants()
 by_name = pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
@@ -255,6 +255,25 @@ def test_non_contiguous_query_is_accepted() -> None:
     query = wide[:, 0]
     assert not query.flags.c_contiguous
     np.testing.assert_array_equal(topk(items, query, 4)[0], topk(items, query.copy(), 4)[0])
+
+
+def test_quantizing_in_blocks_equals_quantizing_each_row() -> None:
+    """quantize_rows works QUANTIZE_ROWS rows at a time: the codes and scales of a catalog of
+    several blocks (and a partial last one) equal those of its rows quantized one by one, and a
+    NaN in a later block is still refused."""
+    rows = int8.QUANTIZE_ROWS * 2 + 7
+    x = normal((rows, 33), 5) * np.float32(10.0) ** np.arange(-3, 4)[np.arange(rows) % 7, None]
+    x[3] = 0.0  # an all-zero row: scale 0, codes 0
+    codes, scales = int8.quantize_rows(x.astype(np.float32))
+    single = [int8.quantize_rows(x[i : i + 1].astype(np.float32)) for i in range(rows)]
+    np.testing.assert_array_equal(codes, np.concatenate([c for c, _ in single]))
+    np.testing.assert_array_equal(scales, np.concatenate([s for _, s in single]))
+    assert codes.flags.c_contiguous
+    assert codes.dtype == np.int8
+    assert scales.dtype == np.float32
+    x[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        int8.quantize_rows(x.astype(np.float32))
 
 
 def test_int8_items_validate_their_fields() -> None:
