@@ -29,7 +29,9 @@ class ModelConfig:
     (0: derived from the data's history lengths); ``max_len`` is the training window, doubled up
     to ``max_window`` while its windows hold under 90% of the training positions (``max_window
     <= max_len``: fixed); ``label_smoothing`` spreads that share of the full-softmax target evenly
-    over all items (0: off). The rules: ``schedule.py``.
+    over all items (0: off); the items a position has already read are left out of its softmax
+    when the mean training window holds at least ``history_mask_share`` of the catalog (0:
+    always, >= 1: never). The rules: ``schedule.py``.
     """
 
     num_items: int
@@ -56,6 +58,7 @@ class ModelConfig:
     min_batches: int = 32
     valid_every: int = 0
     label_smoothing: float = 0.0
+    history_mask_share: float = 0.005
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -65,6 +68,11 @@ class ModelConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise ValueError(
                 f"label_smoothing must be in [0, 1) (0: off), got {self.label_smoothing}"
+            )
+        if self.history_mask_share < 0:
+            raise ValueError(
+                f"history_mask_share must be >= 0 (0: always mask, >= 1: never), got "
+                f"{self.history_mask_share}"
             )
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")
@@ -107,7 +115,7 @@ class ModelConfig:
         raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
         # Written before these were choices: what training did then.
         earlier = (("init_std", 0.0), ("ema", 0.0), ("batching", "users"), ("min_batches", 0),
-                   ("max_window", 0))  # fmt: skip
+                   ("max_window", 0), ("history_mask_share", 1.0))  # fmt: skip
         for name, then in (*earlier, ("valid_every", 1)):
             raw.setdefault(name, then)
         unknown = set(raw) - fields

@@ -20,6 +20,15 @@
   82,628 training positions per epoch in 200-event windows) and Amazon validate every epoch;
   histories much longer than the window validate less often.
 
+- **History mask**: the items a position has already read (its window's inputs up to and
+  including it, other than its target) are left out of its softmax when the mean training
+  window holds at least ``history_mask_share`` (0.5%) of the catalog. Evaluation and
+  ``recommend(exclude_seen=True)`` never rank those items; where a history is a sizeable part of
+  the catalog (ml-100k: 87.6 events a window, 5.2% of 1,682 items) training them as negatives
+  fights the data (they are what the user chose), and masking them gained validation NDCG@10;
+  where it is a sliver (Amazon Beauty 0.05%, Video 0.03%), they are the few hard negatives
+  close to the target, and masking them lost a little. The threshold sits between the two.
+
 ``max_window <= max_len`` keeps ``max_len``; ``min_batches = 0`` keeps ``batch_size`` as given;
 ``valid_every > 0`` fixes the interval.
 """
@@ -54,10 +63,12 @@ def window(config: ModelConfig, lengths: npt.NDArray[np.integer]) -> int:
 @dataclass(frozen=True)
 class Schedule:
     """The settings training runs with: ``batch_size`` (sequences, or the events budget's
-    multiplier) and ``valid_every`` (epochs between validation passes, >= 1)."""
+    multiplier), ``valid_every`` (epochs between validation passes, >= 1) and
+    ``mask_history`` (whether the softmax leaves out the items a position has read)."""
 
     batch_size: int
     valid_every: int
+    mask_history: bool = False
 
 
 def derive(config: ModelConfig, windows: int, train_events: int, valid_events: int) -> Schedule:
@@ -69,4 +80,5 @@ def derive(config: ModelConfig, windows: int, train_events: int, valid_events: i
     if config.min_batches > 0:
         batch = min(batch, max(MIN_BATCH, windows // config.min_batches))
     every = config.valid_every or max(1, min(valid_events // train_events, config.patience // 2))
-    return Schedule(batch_size=batch, valid_every=every)
+    mask = train_events / windows >= config.history_mask_share * config.num_items
+    return Schedule(batch_size=batch, valid_every=every, mask_history=bool(mask))

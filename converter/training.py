@@ -6,7 +6,10 @@
   targets, but those events are still inputs.
 - Loss: full-softmax cross-entropy over the whole catalog by default; ``loss="sampled"`` uses a
   sampled softmax with ``num_sampled`` popularity-sampled negatives and the log-q correction (for
-  large catalogs).
+  large catalogs). When the schedule says so (a mean training window of at least
+  ``history_mask_share`` of the catalog, ``schedule.py``), the full softmax leaves out the items
+  each position has already read, other than its target (``without_history``), as evaluation
+  and the runtime's ``exclude_seen`` leave them out of the ranking.
 - Batches group sequences of similar length (less padding); batch order is shuffled per epoch.
   ``batching="events"`` sizes batches by training events (``batch_size`` * the mean window length)
   rather than by sequences, so every event weighs the same in the loss; ``"users"`` puts
@@ -200,6 +203,7 @@ class TrainingReport:
     batches_per_epoch: int = 0
     valid_every: int = 1
     window: int = 0  # events per training window, as derived by ``schedule.window``
+    mask_history: bool = False  # as derived by ``schedule.derive``
 
 
 def smoothed_cross_entropy(logits: tf.Tensor, targets: tf.Tensor, smoothing: float) -> tf.Tensor:
@@ -207,26 +211,62 @@ def smoothed_cross_entropy(logits: tf.Tensor, targets: tf.Tensor, smoothing: flo
     (int32) smoothed with ``smoothing`` of the mass spread evenly over the ``I`` items:
     ``-(1 - s) log p_t - s mean_i log p_i``; ``[P]`` float32, without a ``[P, I]`` one-hot."""
     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    if smoothing <= 0:
-        return ce
-    # -mean_i log p_i = lse - mean(l) and -log p_t = lse - l_t, so the mix is ce + s (l_t - mean l)
+    return ce if smoothing <= 0 else ce + smoothing_term(logits, targets, smoothing)
+
+
+def smoothing_term(logits: tf.Tensor, targets: tf.Tensor, smoothing: float) -> tf.Tensor:
+    """``s (l_t - mean_i l_i)`` ``[P]``: what label smoothing ``s`` adds to the cross-entropy
+    (``-mean_i log p_i = lse - mean(l)`` and ``-log p_t = lse - l_t``)."""
     target_logit = tf.gather(logits, targets, batch_dims=1)
-    return ce + smoothing * (target_logit - tf.reduce_mean(logits, axis=1))
+    return smoothing * (target_logit - tf.reduce_mean(logits, axis=1))
+
+
+def without_history(
+    logits: tf.Tensor, targets: tf.Tensor, items: tf.Tensor, where: tf.Tensor
+) -> tf.Tensor:
+    """``logits`` ``[P, I]`` float32 with ``-inf`` at the items each position has already read
+    (its window's inputs up to and including it) other than its target: the items that
+    evaluation and ``recommend(exclude_seen=True)`` never rank. ``targets`` ``[P]`` int32;
+    ``items`` ``[B, T]`` int32 the batch's inputs; ``where`` ``[P, 2]`` int64 the positions'
+    ``(row, t)``.
+
+    Built from each row's first reading of every item (``[B, I]``, a scatter-min of ``B * T``
+    steps): position ``(b, t)`` has read item ``i`` when that first step is ``<= t``."""
+    rows, width = tf.shape(items)[0], tf.shape(items)[1]
+    steps = tf.broadcast_to(tf.range(width)[None, :], tf.shape(items))
+    at = tf.stack([tf.broadcast_to(tf.range(rows)[:, None], tf.shape(items)), items], axis=-1)
+    never = tf.fill([rows, tf.shape(logits)[1]], width)
+    first = tf.tensor_scatter_nd_min(never, tf.reshape(at, [-1, 2]), tf.reshape(steps, [-1]))
+    read = tf.gather(first, where[:, 0]) <= tf.cast(where[:, 1:2], tf.int32)  # [P, I]
+    read &= tf.range(tf.shape(logits)[1])[None, :] != targets[:, None]
+    return tf.where(read, tf.constant(-np.inf, logits.dtype), logits)
 
 
 def _loss_fn(
-    model: Trainable, loss: Loss, num_sampled: int, popularity: npt.NDArray[np.float64]
+    model: Trainable,
+    loss: Loss,
+    num_sampled: int,
+    popularity: npt.NDArray[np.float64],
+    mask_history: bool,
 ) -> Callable[..., Any]:
     out_emb, out_bias = model.out_emb, model.out_bias
     num_items = model.config.num_items
     smoothing = model.config.label_smoothing
     unigrams = (popularity + 1.0).tolist()
 
-    def compute(users: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    def compute(
+        users: tf.Tensor, targets: tf.Tensor, items: tf.Tensor, where: tf.Tensor
+    ) -> tf.Tensor:
         weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
         if loss == "full" or num_sampled >= num_items:
             logits = tf.matmul(users, weights, transpose_b=True)
-            return tf.reduce_mean(smoothed_cross_entropy(logits, targets, smoothing))
+            if not mask_history:
+                return tf.reduce_mean(smoothed_cross_entropy(logits, targets, smoothing))
+            masked = without_history(logits, targets, items, where)
+            ce = smoothed_cross_entropy(masked, targets, 0.0)
+            if smoothing > 0:  # spread over every item, as without the mask
+                ce += smoothing_term(logits, targets, smoothing)
+            return tf.reduce_mean(ce)
         labels = tf.cast(tf.reshape(targets, (-1, 1)), tf.int64)
         sampled = tf.random.fixed_unigram_candidate_sampler(
             labels, 1, num_sampled, unique=True, range_max=num_items, unigrams=unigrams
@@ -306,15 +346,25 @@ def fit(
         raise ValueError(f"min_delta must be >= 0, got {min_delta}")
     start = time.perf_counter()
     config = model.config
-    if config.label_smoothing > 0 and loss != "full" and num_sampled < config.num_items:
+    sampled = loss != "full" and num_sampled < config.num_items
+    if config.label_smoothing > 0 and sampled:
         raise ValueError(
             f"label_smoothing={config.label_smoothing} applies to the full softmax only: use "
             f"loss='full' (--loss full) or label_smoothing=0 with the sampled softmax"
         )
     valid = HeldOut.from_split(split).stage("valid")
     window, windows, plan = planned(split, config, valid)
+    if plan.mask_history and sampled:
+        raise ValueError(
+            f"the history mask (a mean training window of at least history_mask_share="
+            f"{config.history_mask_share} of the catalog) applies to the full softmax only: use "
+            f"loss='full' (--loss full), or history_mask_share=1 (--history-mask-share 1: never "
+            f"mask) with the sampled softmax"
+        )
     popularity = np.bincount(windows.targets[windows.weights > 0], minlength=config.num_items)
-    compute_loss = _loss_fn(model, loss, num_sampled, popularity.astype(np.float64))
+    compute_loss = _loss_fn(
+        model, loss, num_sampled, popularity.astype(np.float64), plan.mask_history
+    )
     variables = (
         model.sequence_model.trainable_weights
         + ([] if config.tied else model.out_emb.trainable_weights)
@@ -334,7 +384,9 @@ def fit(
         with tf.GradientTape() as tape:
             users = model.sequence_model([items, events], training=True)
             where = tf.where(weights > 0)
-            value = compute_loss(tf.gather_nd(users, where), tf.gather_nd(targets, where))
+            value = compute_loss(
+                tf.gather_nd(users, where), tf.gather_nd(targets, where), items, where
+            )
         grads = tape.gradient(value, variables)
         optimizer.apply(grads, variables)
         if average is not None:
@@ -348,7 +400,12 @@ def fit(
     )
 
     rng = np.random.default_rng(config.seed)
-    report = TrainingReport(batch_size=plan.batch_size, valid_every=plan.valid_every, window=window)
+    report = TrainingReport(
+        batch_size=plan.batch_size,
+        valid_every=plan.valid_every,
+        window=window,
+        mask_history=plan.mask_history,
+    )
     best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
     gained = -1.0  # the score of the last epoch that restarted the patience count
     losses: list[float] = []  # since the last validation pass

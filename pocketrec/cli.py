@@ -138,7 +138,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _print_metrics("popularity baseline (validation)", popularity_baseline(split, stage="valid"))
     print(
         f"{result.epochs_run} epochs of {result.batches_per_epoch} batches (batch size "
-        f"{result.batch_size}, windows of {result.window} events), validated every "
+        f"{result.batch_size}, windows of {result.window} events"
+        f"{', history masked' if result.mask_history else ''}), validated every "
         f"{result.valid_every} epoch(s)"
     )
     print(f"training wall time: {result.seconds:.1f} s; model written to {args.out}")
@@ -495,6 +496,8 @@ _MODEL_HELP = {
     "init_std": "std of the truncated-normal initial weights (0: Keras' initializers)",
     "ema": "momentum of the weights' moving average that is evaluated and kept (0: off)",
     "label_smoothing": "share of the full-softmax target spread evenly over all items (0: off)",
+    "history_mask_share": "leave the items a position has read out of its softmax when the mean "
+    "training window holds at least this share of the catalog (0: always, >= 1: never)",
 }
 
 

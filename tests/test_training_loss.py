@@ -1,5 +1,6 @@
 """The training loss: label smoothing without a one-hot matrix equals Keras' smoothed
-categorical cross-entropy, and 0 is the plain sparse cross-entropy."""
+categorical cross-entropy, 0 is the plain sparse cross-entropy, and the history mask hides what
+each position has read."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 tf = pytest.importorskip("tensorflow", reason="training needs the `convert` extra")
 
-from pocketrec.converter.training import smoothed_cross_entropy  # noqa: E402
+from pocketrec.converter.training import smoothed_cross_entropy, without_history  # noqa: E402
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.05, 0.1, 0.5, 0.9])
@@ -37,10 +38,33 @@ def test_label_smoothing_with_the_sampled_softmax_is_refused_not_ignored() -> No
 
     data = synthetic.generate(num_users=60, num_items=40, seed=1)
     config = ModelConfig(
-        num_items=data.num_items, embedding_dim=8, hidden_dim=8, user_dim=8, label_smoothing=0.1
+        num_items=data.num_items,
+        embedding_dim=8,
+        hidden_dim=8,
+        user_dim=8,
+        label_smoothing=0.1,
+        history_mask_share=1.0,
     )
-    with pytest.raises(ValueError, match="applies to the full softmax only"):
+    with pytest.raises(ValueError, match=r"label_smoothing=0.1 applies to the full softmax only"):
         train(leave_one_out(data), config, loss="sampled", num_sampled=10, show_progress=False)
+
+
+def test_the_history_mask_with_the_sampled_softmax_is_refused_not_ignored() -> None:
+    from pocketrec.converter.config import ModelConfig
+    from pocketrec.converter.training import train
+    from pocketrec.core import synthetic
+    from pocketrec.core.split import leave_one_out
+
+    # Synthetic histories of ~20 events over 40 items: far above 0.5% of the catalog.
+    split = leave_one_out(synthetic.generate(num_users=60, num_items=40, seed=1))
+    small = {"num_items": 40, "embedding_dim": 8, "hidden_dim": 8, "user_dim": 8, "max_epochs": 1}
+    with pytest.raises(ValueError, match=r"history mask .* applies to the full softmax only"):
+        train(split, ModelConfig(**small), loss="sampled", num_sampled=10, show_progress=False)
+    never = ModelConfig(**small, history_mask_share=1.0)
+    _, report = train(split, never, loss="sampled", num_sampled=10, show_progress=False)
+    assert not report.mask_history
+    _, report = train(split, ModelConfig(**small), show_progress=False)
+    assert report.mask_history
 
 
 def test_label_smoothing_outside_0_1_is_refused() -> None:
@@ -49,3 +73,22 @@ def test_label_smoothing_outside_0_1_is_refused() -> None:
     for bad in (-0.1, 1.0, 2.0):
         with pytest.raises(ValueError, match="label_smoothing must be in"):
             ModelConfig(num_items=10, label_smoothing=bad)
+
+
+def test_history_mask_hides_exactly_the_items_read_so_far_except_the_target() -> None:
+    rng = np.random.default_rng(8)
+    num_items, rows, width = 9, 5, 7
+    items = rng.integers(0, num_items, (rows, width)).astype(np.int32)
+    where = np.array([(b, t) for b in range(rows) for t in range(width) if rng.random() < 0.7])
+    targets = rng.integers(0, num_items, len(where)).astype(np.int32)
+    targets[0] = items[where[0][0], where[0][1]]  # a target the position has just read
+    logits = rng.normal(size=(len(where), num_items)).astype(np.float32)
+    got = without_history(tf.constant(logits), tf.constant(targets), tf.constant(items),
+                          tf.constant(where, tf.int64)).numpy()  # fmt: skip
+    for p, (b, t) in enumerate(where):
+        seen = set(items[b, : t + 1].tolist()) - {int(targets[p])}
+        hidden = set(np.flatnonzero(np.isneginf(got[p])).tolist())
+        assert hidden == seen
+        kept = ~np.isneginf(got[p])
+        np.testing.assert_array_equal(got[p][kept], logits[p][kept])
+    assert np.isfinite(got[0, targets[0]])

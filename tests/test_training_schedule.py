@@ -51,6 +51,25 @@ def test_the_rules(
 
 @settings(max_examples=200, deadline=None)
 @given(
+    windows=st.integers(1, 100_000),
+    per_window=st.integers(1, 500),
+    num_items=st.integers(1, 10_000_000),
+    share=st.sampled_from([0.0, 0.001, 0.005, 0.05, 1.0, 3.0]),
+)
+def test_the_history_mask_rule(windows: int, per_window: int, num_items: int, share: float) -> None:
+    config = ModelConfig(num_items=num_items, history_mask_share=share)
+    plan = schedule.derive(config, windows, windows * per_window, 1)
+    # Masked exactly when the mean window holds at least `share` of the catalog: always at 0,
+    # never from 1 on unless every window holds the whole catalog or more.
+    assert plan.mask_history == (per_window >= share * num_items)
+    if share == 0:
+        assert plan.mask_history
+    if share >= 1 and per_window < num_items:
+        assert not plan.mask_history
+
+
+@settings(max_examples=200, deadline=None)
+@given(
     lengths=st.lists(st.integers(0, 2_000), min_size=1, max_size=300),
     max_len=st.integers(1, 100),
     max_window=st.integers(0, 1_000),
@@ -82,6 +101,8 @@ def test_the_rules_reject_what_they_cannot_use() -> None:
         ModelConfig(num_items=10, valid_every=-1)
     with pytest.raises(ValueError, match="min_batches and valid_every must be >= 0"):
         ModelConfig(num_items=10, min_batches=-2)
+    with pytest.raises(ValueError, match="history_mask_share must be >= 0"):
+        ModelConfig(num_items=10, history_mask_share=-0.1)
 
 
 def test_configs_written_before_the_rules_train_as_then() -> None:
@@ -90,10 +111,13 @@ def test_configs_written_before_the_rules_train_as_then() -> None:
         text.replace('"min_batches": 32,', "")
         .replace('"valid_every": 0,', "")
         .replace('"max_window": 200,', "")
+        .replace('"history_mask_share": 0.005,', "")
     )
     assert "min_batches" not in old
     assert "valid_every" not in old
     assert "max_window" not in old
+    assert "history_mask_share" not in old
     config = ModelConfig.from_json(old)
     assert (config.min_batches, config.valid_every, config.max_window) == (0, 1, 0)
+    assert config.history_mask_share == 1.0  # never masked then
     assert schedule.window(config, np.array([1_000, 1_000])) == config.max_len
