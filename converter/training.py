@@ -260,11 +260,9 @@ def _loss_fn(
         weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
         if loss == "full" or num_sampled >= num_items:
             logits = tf.matmul(users, weights, transpose_b=True)
-            if not mask_history:
-                return tf.reduce_mean(smoothed_cross_entropy(logits, targets, smoothing))
-            masked = without_history(logits, targets, items, where)
-            ce = smoothed_cross_entropy(masked, targets, 0.0)
-            if smoothing > 0:  # spread over every item, as without the mask
+            shown = without_history(logits, targets, items, where) if mask_history else logits
+            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=shown)
+            if smoothing > 0:  # spread over every item, masked or not
                 ce += smoothing_term(logits, targets, smoothing)
             return tf.reduce_mean(ce)
         labels = tf.cast(tf.reshape(targets, (-1, 1)), tf.int64)

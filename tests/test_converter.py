@@ -205,8 +205,9 @@ def test_cli_train_convert_inspect(tmp_path: Path, capsys: pytest.CaptureFixture
     assert "training wall time" in out
     assert "best validation" in out
     # 400 windows < 256 * 32: the batch shrinks to 32 sequences; histories of ~20 events keep
-    # the 50-event window (schedule.py).
-    assert "(batch size 32, windows of 50 events), validated every 1 epoch(s)" in out
+    # the 50-event window and, at ~17 training positions a window over 80 items, far above 0.5%
+    # of the catalog, are masked (schedule.py).
+    assert "(batch size 32, windows of 50 events, history masked), validated every 1" in out
     assert (
         main(["convert", str(model), "--out", str(tmp_path / "b"), "--catalog-dtype", "int8"]) == 0
     )
@@ -295,7 +296,10 @@ def test_runtime_import_does_not_pull_tensorflow() -> None:
 def test_sampled_softmax_option_trains() -> None:
     data = synthetic.generate(num_users=800, num_items=150, seed=4)
     split = leave_one_out(data)
-    config = ModelConfig(num_items=data.num_items, **{**TINY, "max_epochs": 10})
+    # The sampled softmax has no history mask: ~20-event histories over 150 items would get it.
+    config = ModelConfig(
+        num_items=data.num_items, **{**TINY, "max_epochs": 10, "history_mask_share": 1.0}
+    )
     _model, report = train(split, config, loss="sampled", num_sampled=100, show_progress=False)
     losses = [row["loss"] for row in report.epochs]
     assert losses[-1] < losses[0]
