@@ -206,19 +206,22 @@ class TrainingReport:
     mask_history: bool = False  # as derived by ``schedule.derive``
 
 
-def smoothed_cross_entropy(logits: tf.Tensor, targets: tf.Tensor, smoothing: float) -> tf.Tensor:
+def smoothed_cross_entropy(
+    logits: tf.Tensor, targets: tf.Tensor, smoothing: float, *, shown: tf.Tensor | None = None
+) -> tf.Tensor:
     """Softmax cross-entropy of ``logits`` ``[P, I]`` (float32) against the targets ``[P]``
     (int32) smoothed with ``smoothing`` of the mass spread evenly over the ``I`` items:
-    ``-(1 - s) log p_t - s mean_i log p_i``; ``[P]`` float32, without a ``[P, I]`` one-hot."""
-    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
-    return ce if smoothing <= 0 else ce + smoothing_term(logits, targets, smoothing)
-
-
-def smoothing_term(logits: tf.Tensor, targets: tf.Tensor, smoothing: float) -> tf.Tensor:
-    """``s (l_t - mean_i l_i)`` ``[P]``: what label smoothing ``s`` adds to the cross-entropy
-    (``-mean_i log p_i = lse - mean(l)`` and ``-log p_t = lse - l_t``)."""
+    ``-(1 - s) log p_t - s mean_i log p_i``; ``[P]`` float32, without a ``[P, I]`` one-hot.
+    ``shown``: the logits the softmax ranks when they differ from ``logits`` (the history
+    mask's, ``-inf`` at hidden items); the smoothing still reads ``logits``, every item."""
+    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(
+        labels=targets, logits=logits if shown is None else shown
+    )
+    if smoothing <= 0:
+        return ce
+    # -mean_i log p_i = lse - mean(l) and -log p_t = lse - l_t, so the mix is ce + s (l_t - mean l)
     target_logit = tf.gather(logits, targets, batch_dims=1)
-    return smoothing * (target_logit - tf.reduce_mean(logits, axis=1))
+    return ce + smoothing * (target_logit - tf.reduce_mean(logits, axis=1))
 
 
 def without_history(
@@ -260,11 +263,8 @@ def _loss_fn(
         weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
         if loss == "full" or num_sampled >= num_items:
             logits = tf.matmul(users, weights, transpose_b=True)
-            shown = without_history(logits, targets, items, where) if mask_history else logits
-            ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=shown)
-            if smoothing > 0:  # spread over every item, masked or not
-                ce += smoothing_term(logits, targets, smoothing)
-            return tf.reduce_mean(ce)
+            shown = without_history(logits, targets, items, where) if mask_history else None
+            return tf.reduce_mean(smoothed_cross_entropy(logits, targets, smoothing, shown=shown))
         labels = tf.cast(tf.reshape(targets, (-1, 1)), tf.int64)
         sampled = tf.random.fixed_unigram_candidate_sampler(
             labels, 1, num_sampled, unique=True, range_max=num_items, unigrams=unigrams

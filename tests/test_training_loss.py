@@ -28,6 +28,17 @@ def test_smoothed_cross_entropy_equals_the_one_hot_form(smoothing: float) -> Non
         np.testing.assert_array_equal(got, plain.numpy())
     else:
         assert not np.allclose(got, plain.numpy())
+    # With the history mask the softmax ranks `shown`; the smoothing still spreads over `logits`.
+    shown = logits.copy()
+    shown[np.arange(64), (targets + 1) % 300] = -np.inf
+    masked = smoothed_cross_entropy(
+        tf.constant(logits), tf.constant(targets), smoothing, shown=tf.constant(shown)
+    ).numpy()
+    ranked = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=shown).numpy()
+    np.testing.assert_allclose(masked - ranked, got - plain.numpy(), rtol=1e-4, atol=1e-4)
+    # A hidden item no longer takes probability from the target (a tiny share may round away).
+    assert (masked <= got + 1e-6).all()
+    assert masked.sum() < got.sum()
 
 
 def test_label_smoothing_with_the_sampled_softmax_is_refused_not_ignored() -> None:
