@@ -31,7 +31,10 @@ class ModelConfig:
     <= max_len``: fixed); ``label_smoothing`` spreads that share of the full-softmax target evenly
     over all items (0: off); the items a position has already read are left out of its softmax
     when the mean training window holds at least ``history_mask_share`` of the catalog (0:
-    always, >= 1: never). The rules: ``schedule.py``.
+    always, >= 1: never). The rules: ``schedule.py``. ``cosine_temperature > 0`` scores an item
+    by the cosine of the user and item embeddings divided by it, plus the item bias (both sides
+    scaled to unit length inside the model, so ranking stays one inner product; 0: the inner
+    product of the raw vectors).
     """
 
     num_items: int
@@ -59,6 +62,7 @@ class ModelConfig:
     valid_every: int = 0
     label_smoothing: float = 0.0
     history_mask_share: float = 0.005
+    cosine_temperature: float = 0.0
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -73,6 +77,11 @@ class ModelConfig:
             raise ValueError(
                 f"history_mask_share must be >= 0 (0: always mask, >= 1: never), got "
                 f"{self.history_mask_share}"
+            )
+        if self.cosine_temperature < 0:
+            raise ValueError(
+                f"cosine_temperature must be >= 0 (0: raw inner product), got "
+                f"{self.cosine_temperature}"
             )
         if self.init_std < 0:
             raise ValueError(f"init_std must be >= 0 (0: Keras' initializers), got {self.init_std}")

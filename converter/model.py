@@ -12,6 +12,12 @@ Per event ``t`` with item ``i_t`` and event type ``e_t``::
         u_t = [W h_t + c, 1]                            user vector, float32 [D + 1]
     score(j) = <u_t, v_j>,  v_j = [out_emb[j], b_j]    catalog vector, float32 [D + 1]
 
+With ``cosine_temperature = τ > 0`` the user embedding (``z_t``, or the GRU's projection) and
+the catalog embeddings are scaled to unit length and the user's divided by ``τ``:
+``score(j) = cos(z_t, out_emb[j]) / τ + b_j``, still one inner product of ``[z_t / (τ |z_t|), 1]``
+and ``[out_emb[j] / |out_emb[j]|, b_j]``: the step model and the exported catalog hold the
+scaled vectors, so the runtime and the kernels are unchanged.
+
 With ``tied=True`` the output embeddings are the input item embeddings (``out_emb = item_emb``).
 
 The item bias ``b_j`` is folded in as the last catalog dimension and the constant 1 as the last
@@ -36,11 +42,25 @@ from pocketrec.converter.config import ModelConfig as ModelConfig
 from pocketrec.converter.lru import LRUBlock, weight_init
 from pocketrec.core.events import EVENT_NAMES
 
+UNIT_EPS = 1e-12  # added to the squared norm: a zero row stays zero
 
-def catalog_vectors(out_emb: Any, out_bias: Any) -> npt.NDArray[np.float32]:
-    """``[N, D + 1]`` float32: the rows of embedding layer ``out_emb`` with the item bias
-    (embedding layer ``out_bias``, one column) folded in as the last column."""
-    emb = keras.ops.convert_to_numpy(out_emb.embeddings)
+
+def unit_rows(x: Any) -> Any:
+    """``x`` ``[..., D]`` float32 (tensor or array) with every row along the last axis scaled
+    to unit L2 norm; a zero row stays zero."""
+    return x * keras.ops.rsqrt(keras.ops.sum(x * x, axis=-1, keepdims=True) + UNIT_EPS)
+
+
+def output_embeddings(out_emb: Any, config: ModelConfig) -> Any:
+    """The catalog embeddings ``[N, D]`` float32 the scores use: the rows of embedding layer
+    ``out_emb``, at unit length with ``config.cosine_temperature > 0``."""
+    return unit_rows(out_emb.embeddings) if config.cosine_temperature > 0 else out_emb.embeddings
+
+
+def catalog_vectors(out_emb: Any, out_bias: Any, config: ModelConfig) -> npt.NDArray[np.float32]:
+    """``[N, D + 1]`` float32: :func:`output_embeddings` with the item bias (embedding layer
+    ``out_bias``, one column) folded in as the last column."""
+    emb = keras.ops.convert_to_numpy(output_embeddings(out_emb, config))
     bias = keras.ops.convert_to_numpy(out_bias.embeddings)
     return np.ascontiguousarray(np.concatenate([emb, bias], axis=1), dtype=np.float32)
 
@@ -101,6 +121,10 @@ class InterestModel:
         self.out_bias.build((None,))
 
     def _with_one(self, u: Any) -> Any:
+        """``[..., D] → [..., D + 1]``: the user vector, scaled for the cosine score when the
+        config asks for it, with the constant 1 that meets the folded item bias."""
+        if self.config.cosine_temperature > 0:
+            u = unit_rows(u) / self.config.cosine_temperature
         ones = keras.ops.ones_like(u[..., :1])
         return keras.ops.concatenate([u, ones], axis=-1)
 
@@ -137,7 +161,7 @@ class InterestModel:
 
     def catalog(self) -> npt.NDArray[np.float32]:
         """Catalog vectors ``[N, D + 1]`` float32: output embeddings with the bias folded in."""
-        return catalog_vectors(self.out_emb, self.out_bias)
+        return catalog_vectors(self.out_emb, self.out_bias, self.config)
 
     def initial_user(self) -> npt.NDArray[np.float32]:
         """The user vector ``[D + 1]`` of a user with no events.
@@ -147,8 +171,8 @@ class InterestModel:
         if self.config.cell == "lru":
             return np.append(np.zeros(self.config.user_dim, np.float32), np.float32(1.0))
         zero = np.zeros((1, self.config.hidden_dim), dtype=np.float32)
-        projected = keras.ops.convert_to_numpy(self.project(zero))[0]
-        return np.append(projected, np.float32(1.0)).astype(np.float32)
+        user = keras.ops.convert_to_numpy(self._with_one(self.project(zero)))[0]
+        return np.asarray(user, dtype=np.float32)
 
     def save_weights(self, path: Path) -> None:
         """Save every weight to ``path`` (a ``.weights.h5`` file)."""

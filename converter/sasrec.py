@@ -17,7 +17,7 @@ import numpy.typing as npt
 from keras import ops
 
 from pocketrec.converter.lru import weight_init
-from pocketrec.converter.model import ModelConfig, catalog_vectors
+from pocketrec.converter.model import ModelConfig, catalog_vectors, unit_rows
 
 
 class _Block(keras.layers.Layer):
@@ -84,10 +84,12 @@ class SASRec:
         x = self.dropout(self.norm(self.item_emb(items) + self.pos_emb(pos)))
         for block in self.blocks:
             x = block(x)
+        if c.cosine_temperature > 0:  # the cosine score, as InterestModel's (model.py)
+            x = unit_rows(x) / c.cosine_temperature
         ones = ops.ones_like(x[..., :1])
         self.sequence_model = keras.Model([items, events], ops.concatenate([x, ones], -1))
         self.out_bias.build((None,))
 
     def catalog(self) -> npt.NDArray[np.float32]:
         """Catalog vectors ``[N, E + 1]`` float32: item embeddings with the bias folded in."""
-        return catalog_vectors(self.out_emb, self.out_bias)
+        return catalog_vectors(self.out_emb, self.out_bias, self.config)

@@ -43,7 +43,7 @@ import tensorflow as tf
 
 from pocketrec.converter import schedule
 from pocketrec.converter.averaging import WeightAverage
-from pocketrec.converter.model import InterestModel, ModelConfig
+from pocketrec.converter.model import InterestModel, ModelConfig, output_embeddings
 from pocketrec.core.events import negative_mask
 from pocketrec.core.heldout import HeldOut, StageData
 from pocketrec.core.progress import Progress
@@ -260,7 +260,7 @@ def _loss_fn(
     def compute(
         users: tf.Tensor, targets: tf.Tensor, items: tf.Tensor, where: tf.Tensor
     ) -> tf.Tensor:
-        weights = tf.concat([out_emb.embeddings, out_bias.embeddings], axis=1)
+        weights = tf.concat([output_embeddings(out_emb, model.config), out_bias.embeddings], 1)
         if loss == "full" or num_sampled >= num_items:
             logits = tf.matmul(users, weights, transpose_b=True)
             shown = without_history(logits, targets, items, where) if mask_history else None

@@ -498,6 +498,8 @@ _MODEL_HELP = {
     "label_smoothing": "share of the full-softmax target spread evenly over all items (0: off)",
     "history_mask_share": "leave the items a position has read out of its softmax when the mean "
     "training window holds at least this share of the catalog (0: always, >= 1: never)",
+    "cosine_temperature": "score by the cosine of user and item embeddings divided by this, plus "
+    "the item bias (0: the raw inner product)",
 }
 
 

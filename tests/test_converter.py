@@ -225,7 +225,8 @@ def test_cli_model_flags_reach_the_config(tmp_path: Path) -> None:
     gru, lru = tmp_path / "gru", tmp_path / "lru"
     common = ["--data", str(csv), "--max-epochs", "1", "--embedding-dim", "8", "--user-dim", "8"]
     assert main(["train", *common, "--out", str(gru), "--cell", "gru", "--no-tied",
-                 "--hidden-dim", "12", "--weight-decay", "0.01"]) == 0  # fmt: skip
+                 "--hidden-dim", "12", "--weight-decay", "0.01",
+                 "--cosine-temperature", "0.1"]) == 0  # fmt: skip
     assert main(["train", *common, "--out", str(lru), "--num-layers", "3", "--r-min", "0.5",
                  "--hidden-dim", "4", "--plateau-decay", "0.5", "--init-std", "0.05",
                  "--ema", "0.9", "--batching", "users"]) == 0  # fmt: skip
@@ -237,7 +238,9 @@ def test_cli_model_flags_reach_the_config(tmp_path: Path) -> None:
         0.01,
         12,
     )
+    assert g.cosine_temperature == 0.1
     m = model_dir.load(lru).model.config
+    assert m.cosine_temperature == 0.0  # the default: the raw inner product
     assert (m.cell, m.num_layers, m.r_min, m.plateau_decay) == ("lru", 3, 0.5, 0.5)
     assert (m.init_std, m.ema, m.batching) == (0.05, 0.9, "users")
     assert m.state_dim == 3 * 2 * 4
