@@ -108,3 +108,23 @@ def test_trained_cosine_model_exports_and_replays_on_device(tmp_path: Path) -> N
     keras_metrics = evaluate_model(loaded.model, test)
     for key in ("hr@10", "ndcg@10"):
         assert bundle.manifest.metrics["test"][key] == pytest.approx(keras_metrics[key], abs=1e-3)
+
+
+def test_training_loss_ranks_with_the_catalog_the_bundle_ships() -> None:
+    """The loss's logits are the exported scores: ``users @ catalog().T`` (unit item rows)."""
+    import tensorflow as tf
+
+    from pocketrec.converter.training import _loss_fn
+
+    model = InterestModel(ModelConfig(num_items=30, cosine_temperature=TAU, **SMALL))
+    model.out_bias.embeddings.assign(np.linspace(-0.5, 0.5, 30, dtype=np.float32)[:, None])
+    rng = np.random.default_rng(1)
+    users = unit_rows(rng.normal(size=(5, 16)).astype(np.float32)) / TAU
+    users = np.concatenate([keras.ops.convert_to_numpy(users), np.ones((5, 1), np.float32)], 1)
+    targets = np.array([0, 3, 7, 11, 29], np.int32)
+    loss = _loss_fn(model, "full", 1000, np.ones(30), mask_history=False)
+    got = float(loss(tf.constant(users), tf.constant(targets), None, None))
+    logits = users @ model.catalog().T
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+    assert got == pytest.approx(-log_p[np.arange(5), targets].mean(), rel=1e-5)
