@@ -31,6 +31,12 @@ class WeightAverage:
             s.assign(m * s + (1.0 - m) * tf.convert_to_tensor(v))
         self.steps.assign_add(1.0)
 
+    def reset(self) -> None:
+        """Start over: the shadows take the variables' current values; the warm-up restarts."""
+        for s, v in zip(self.shadow, self.variables, strict=True):
+            s.assign(tf.convert_to_tensor(v))
+        self.steps.assign(0.0)
+
     @contextmanager
     def swapped(self) -> Iterator[None]:
         """Inside the block the variables hold the averaged weights; restored on exit."""

@@ -34,7 +34,10 @@ class ModelConfig:
     always, >= 1: never). The rules: ``schedule.py``. ``cosine_temperature > 0`` scores an item
     by the cosine of the user and item embeddings divided by it, plus the item bias (both sides
     scaled to unit length inside the model, so ranking stays one inner product; 0: the inner
-    product of the raw vectors).
+    product of the raw vectors). After early stopping, training starts again from the same initial
+    weights for the best epoch count on the training events plus each user's validation target
+    (the test target is never read) and keeps that model, when those targets add at least
+    ``refit_share`` of the refit's training positions (0: always, >= 1: never).
     """
 
     num_items: int
@@ -63,6 +66,7 @@ class ModelConfig:
     label_smoothing: float = 0.0
     history_mask_share: float = 0.005
     cosine_temperature: float = 0.0
+    refit_share: float = 0.05
 
     def __post_init__(self) -> None:
         if self.cell not in CELLS:
@@ -77,6 +81,10 @@ class ModelConfig:
             raise ValueError(
                 f"history_mask_share must be >= 0 (0: always mask, >= 1: never), got "
                 f"{self.history_mask_share}"
+            )
+        if self.refit_share < 0:
+            raise ValueError(
+                f"refit_share must be >= 0 (0: always refit, >= 1: never), got {self.refit_share}"
             )
         if self.cosine_temperature < 0:
             raise ValueError(
@@ -124,7 +132,8 @@ class ModelConfig:
         raw.setdefault("cell", "gru")  # written before the cell was a choice: a GRU
         # Written before these were choices: what training did then.
         earlier = (("init_std", 0.0), ("ema", 0.0), ("batching", "users"), ("min_batches", 0),
-                   ("max_window", 0), ("history_mask_share", 1.0))  # fmt: skip
+                   ("max_window", 0), ("history_mask_share", 1.0),
+                   ("refit_share", 1.0))  # fmt: skip
         for name, then in (*earlier, ("valid_every", 1)):
             raw.setdefault(name, then)
         unknown = set(raw) - fields

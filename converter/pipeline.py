@@ -140,11 +140,16 @@ def export_bundle(
     overwrite: bool = False,
 ) -> ExportResult:
     """Convert the model directory ``model_path`` (``pocketrec train``) into the bundle ``out``;
-    the parity gate runs on the first :data:`PARITY_USERS` validation histories."""
+    the parity gate runs on the first :data:`PARITY_USERS` validation histories. A refit model
+    (``train_report.json``'s ``refit_epochs > 0``) was trained on the validation targets: its
+    bundle gets no validation metrics, and the parity gate (and its accuracy figures) reads the
+    test histories instead."""
     out = check_out(out, overwrite)
     trained = model_dir.load(Path(model_path))
     model = trained.model
+    refit = int(trained.report.get("refit_epochs", 0)) > 0
     valid = trained.heldout.stage("valid")
+    test = trained.heldout.stage("test")
     contents = BundleContents(
         tflite=b"",
         catalog=model.catalog(),
@@ -154,14 +159,15 @@ def export_bundle(
         state_dim=model.config.state_dim,
         event_types=list(EVENT_NAMES),
     )
-    training = {k: trained.report[k] for k in ("best_epoch", "seconds") if k in trained.report}
+    keys = ("best_epoch", "seconds", "refit_epochs")
+    training = {k: trained.report[k] for k in keys if k in trained.report}
     return build_bundle(
         interest_model_source(model),
         contents,
         out,
-        parity=valid.subset(PARITY_USERS),
-        valid=valid,
-        test=trained.heldout.stage("test") if evaluate_test else None,
+        parity=(test if refit else valid).subset(PARITY_USERS),
+        valid=None if refit else valid,
+        test=test if evaluate_test else None,
         model_dtype=model_dtype,
         catalog_dtype=catalog_dtype,
         model_version=model_version,

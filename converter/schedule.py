@@ -29,8 +29,17 @@
   where it is a sliver (Amazon Beauty 0.05%, Video 0.03%), they are the few hard negatives
   close to the target, and masking them lost a little. The threshold sits between the two.
 
+- **Refit**: after early stopping, training starts again for the best epoch count on windows that
+  also hold each user's validation target, when those add at least ``refit_share`` (5%) of the
+  refit's training positions. On short histories the validation targets are a large share of the
+  data, and the most recent part of it (Amazon Beauty: 22,227 of the refit's 150,258
+  positions, 14.8%; with every user's last event held out to score the refit on the validation
+  targets alone, NDCG@10 0.0645 -> 0.0732); on long ones they are a sliver (ml-100k: 1,071 of
+  83,699, 1.3%: a full 200-event window only moves by one event), and the refit, at ~1.5x the
+  training time, moved NDCG@10 by +0.0011 and -0.0004 on two seeds.
+
 ``max_window <= max_len`` keeps ``max_len``; ``min_batches = 0`` keeps ``batch_size`` as given;
-``valid_every > 0`` fixes the interval.
+``valid_every > 0`` fixes the interval; ``refit_share = 0`` always refits, ``>= 1`` never.
 """
 
 from __future__ import annotations
@@ -64,16 +73,22 @@ def window(config: ModelConfig, lengths: npt.NDArray[np.integer]) -> int:
 class Schedule:
     """The settings training runs with: ``batch_size`` (sequences, or the events budget's
     multiplier), ``valid_every`` (epochs between validation passes, >= 1) and
-    ``mask_history`` (whether the softmax leaves out the items a position has read)."""
+    ``mask_history`` (whether the softmax leaves out the items a position has read) and
+    ``refit`` (whether training starts again, after early stopping, on the validation targets
+    too)."""
 
     batch_size: int
     valid_every: int
     mask_history: bool = False
+    refit: bool = False
 
 
-def derive(config: ModelConfig, windows: int, train_events: int, valid_events: int) -> Schedule:
+def derive(
+    config: ModelConfig, windows: int, train_events: int, valid_events: int, refit_events: int = 0
+) -> Schedule:
     """The schedule for ``windows`` training sequences holding ``train_events`` training
-    positions per epoch, validated on histories of ``valid_events`` events in all."""
+    positions per epoch, validated on histories of ``valid_events`` events in all;
+    ``refit_events``: the training positions of the refit's windows (0: none to refit on)."""
     if windows < 1 or train_events < 1:
         raise ValueError(f"need training data, got {windows} windows, {train_events} events")
     batch = config.batch_size
@@ -81,4 +96,6 @@ def derive(config: ModelConfig, windows: int, train_events: int, valid_events: i
         batch = min(batch, max(MIN_BATCH, windows // config.min_batches))
     every = config.valid_every or max(1, min(valid_events // train_events, config.patience // 2))
     mask = train_events / windows >= config.history_mask_share * config.num_items
-    return Schedule(batch_size=batch, valid_every=every, mask_history=bool(mask))
+    added = refit_events - train_events
+    refit = added > 0 and added >= config.refit_share * refit_events
+    return Schedule(batch_size=batch, valid_every=every, mask_history=bool(mask), refit=refit)

@@ -25,6 +25,12 @@
   then, and the kept epoch is the best one even if its gain was smaller. With ``ema > 0``
   validation (and the kept weights) use an exponential moving average of the weights
   (``averaging.py``). Seeds are fixed by the config.
+- When the schedule says so (the validation targets add at least ``refit_share`` of the refit's
+  training positions, ``schedule.py``), training then starts over from the same initial weights
+  with a fresh optimizer and moving average and runs the best epoch count (each epoch at the
+  learning rate it had) without validation, on windows that also hold each user's validation
+  target (``training_windows(..., until="test")``); that model is kept. The epoch count is all
+  validation chose for it; the test target is never read.
 """
 
 from __future__ import annotations
@@ -47,7 +53,7 @@ from pocketrec.converter.model import InterestModel, ModelConfig, output_embeddi
 from pocketrec.core.events import negative_mask
 from pocketrec.core.heldout import HeldOut, StageData
 from pocketrec.core.progress import Progress
-from pocketrec.core.split import Split
+from pocketrec.core.split import Split, Stage
 from pocketrec.runtime.evaluation import evaluate_user_vectors
 
 Loss = Literal["full", "sampled"]
@@ -80,11 +86,12 @@ class Windows:
     lengths: npt.NDArray[np.int64]
 
 
-def training_windows(split: Split, max_len: int) -> Windows:
-    """One window per kept user with at least two training events."""
+def training_windows(split: Split, max_len: int, *, until: Stage = "valid") -> Windows:
+    """One window per kept user with at least two events before its ``until`` target: the
+    training events (``"valid"``), or those and the validation target (``"test"``, the refit)."""
     rows = []
     for k in range(split.num_users):
-        items, events = split.history(k, "valid")
+        items, events = split.history(k, until)
         items, events = items[-(max_len + 1) :], events[-(max_len + 1) :]
         if len(items) >= 2:
             rows.append((items, events))
@@ -204,6 +211,8 @@ class TrainingReport:
     valid_every: int = 1
     window: int = 0  # events per training window, as derived by ``schedule.window``
     mask_history: bool = False  # as derived by ``schedule.derive``
+    refit_epochs: int = 0  # epochs of the refit on training + validation targets (0: none)
+    refit_seconds: float = 0.0
 
 
 def smoothed_cross_entropy(
@@ -287,20 +296,23 @@ def _loss_fn(
 
 def planned(
     split: Split, config: ModelConfig, valid: StageData
-) -> tuple[int, Windows, schedule.Schedule]:
-    """The training window (events), the windows cut with it and the schedule, as derived from
-    ``split`` by the rules of ``schedule.py`` (``valid``: the validation stage of ``split``)."""
+) -> tuple[int, Windows, Windows, schedule.Schedule]:
+    """The training window (events), the windows cut with it (training events; and for the
+    refit, training events and validation targets) and the schedule, as derived from ``split``
+    by the rules of ``schedule.py`` (``valid``: the validation stage of ``split``)."""
     window = schedule.window(config, np.array([len(t) for t in split.train], np.int64))
     windows = training_windows(split, window)
     if len(windows.lengths) == 0:
         raise ValueError("no user has two training events: nothing to train on")
+    refit = training_windows(split, window, until="test")
     plan = schedule.derive(
         config,
         windows=len(windows.lengths),
         train_events=int(windows.lengths.sum()),
         valid_events=sum(len(h) for h in valid.items),
+        refit_events=int(refit.lengths.sum()),
     )
-    return window, windows, plan
+    return window, windows, refit, plan
 
 
 def train(
@@ -351,7 +363,7 @@ def fit(
             f"loss='full' (--loss full) or label_smoothing=0 with the sampled softmax"
         )
     valid = HeldOut.from_split(split).stage("valid")
-    window, windows, plan = planned(split, config, valid)
+    window, windows, refit_windows, plan = planned(split, config, valid)
     if plan.mask_history and sampled:
         raise ValueError(
             f"the history mask (a mean training window of at least history_mask_share="
@@ -397,6 +409,27 @@ def fit(
         reduce_retracing=True,
     )
 
+    def run_epoch(label: str, data: Windows, rng: np.random.Generator) -> Progress | None:
+        """One pass over ``data``'s windows in shuffled length batches; the open progress bar."""
+        batches = length_batches(
+            data.lengths, plan.batch_size, rng, by_events=config.batching == "events"
+        )
+        if data is windows:
+            report.batches_per_epoch = len(batches)
+        bar = Progress(label, total=len(batches)) if show_progress else None
+        for rows in batches:
+            width = int(data.lengths[rows].max())
+            value = train_step(
+                data.items[rows, :width],
+                data.events[rows, :width],
+                data.targets[rows, :width],
+                data.weights[rows, :width],
+            )
+            losses.append(float(value))
+            if bar is not None:
+                bar.update(1, loss=float(np.mean(losses)))
+        return bar
+
     rng = np.random.default_rng(config.seed)
     report = TrainingReport(
         batch_size=plan.batch_size,
@@ -404,26 +437,15 @@ def fit(
         window=window,
         mask_history=plan.mask_history,
     )
-    best_score, best_weights, waited = -1.0, [v.numpy() for v in variables], 0
+    initial = [v.numpy() for v in variables]
+    best_score, best_weights, waited = -1.0, initial, 0
     gained = -1.0  # the score of the last epoch that restarted the patience count
     losses: list[float] = []  # since the last validation pass
+    rates: list[float] = []  # the learning rate each epoch ran with, for the refit to replay
     for epoch in range(1, config.max_epochs + 1):
-        batches = length_batches(
-            windows.lengths, plan.batch_size, rng, by_events=config.batching == "events"
-        )
-        report.epochs_run, report.batches_per_epoch = epoch, len(batches)
-        bar = Progress(f"epoch {epoch:>2}", total=len(batches)) if show_progress else None
-        for rows in batches:
-            width = int(windows.lengths[rows].max())
-            value = train_step(
-                windows.items[rows, :width],
-                windows.events[rows, :width],
-                windows.targets[rows, :width],
-                windows.weights[rows, :width],
-            )
-            losses.append(float(value))
-            if bar is not None:
-                bar.update(1, loss=float(np.mean(losses)))
+        report.epochs_run = epoch
+        rates.append(float(optimizer.learning_rate.numpy()))
+        bar = run_epoch(f"epoch {epoch:>2}", windows, rng)
         if epoch % plan.valid_every and epoch < config.max_epochs:
             if bar is not None:
                 bar.close()
@@ -454,6 +476,26 @@ def fit(
             if waited >= config.patience:
                 report.stopped_early = True
                 break
+    if plan.refit and report.best_epoch > 0:
+        # Training again from the same initial weights and a fresh optimizer, for the best epoch
+        # count, on windows that also hold each user's validation target (never the test's).
+        refit_start = time.perf_counter()
+        for variable, value in zip(variables, initial, strict=True):
+            variable.assign(value)
+        for slot in optimizer.variables:
+            slot.assign(tf.zeros_like(slot))
+        if average is not None:
+            average.reset()
+        rng, losses = np.random.default_rng(config.seed), []
+        for epoch in range(1, report.best_epoch + 1):
+            optimizer.learning_rate.assign(rates[epoch - 1])
+            bar = run_epoch(f"refit {epoch:>2}", refit_windows, rng)
+            if bar is not None:
+                bar.close()
+        with average.swapped() if average is not None else nullcontext():
+            best_weights = [v.numpy() for v in variables]
+        report.refit_epochs = report.best_epoch
+        report.refit_seconds = time.perf_counter() - refit_start
     for variable, value in zip(variables, best_weights, strict=True):
         variable.assign(value)
     report.seconds = time.perf_counter() - start

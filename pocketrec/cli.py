@@ -142,6 +142,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         f"{', history masked' if result.mask_history else ''}), validated every "
         f"{result.valid_every} epoch(s)"
     )
+    if result.refit_epochs:
+        print(
+            f"refit: {result.refit_epochs} epochs on the training events and the validation "
+            f"targets ({result.refit_seconds:.1f} s); the model kept is the refit one"
+        )
     print(f"training wall time: {result.seconds:.1f} s; model written to {args.out}")
     return 0
 
@@ -250,6 +255,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if report.total_skipped:
         print(report.summary(), file=sys.stderr)
     ks = sorted({*DEFAULT_KS, args.k})
+    refit = read_manifest(args.bundle_dir).metrics.get("training", {}).get("refit_epochs", 0)
+    if args.stage == "valid" and refit:
+        print(
+            f"warning: this bundle's model was trained again ({refit} epochs) on the validation "
+            "targets: validation metrics are not held out (use --stage test)",
+            file=sys.stderr,
+        )
     result = replay_evaluate(rec, data, ks=ks, stage=args.stage)
     _warn_partial_match(result)
     if args.json:
@@ -498,6 +510,9 @@ _MODEL_HELP = {
     "label_smoothing": "share of the full-softmax target spread evenly over all items (0: off)",
     "history_mask_share": "leave the items a position has read out of its softmax when the mean "
     "training window holds at least this share of the catalog (0: always, >= 1: never)",
+    "refit_share": "after early stopping, train again for the best epoch count on the training "
+    "events plus the validation targets when these add at least this share of the positions "
+    "(0: always, >= 1: never)",
     "cosine_temperature": "score by the cosine of user and item embeddings divided by this, plus "
     "the item bias (0: the raw inner product)",
 }

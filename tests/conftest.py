@@ -180,9 +180,12 @@ class RuntimeBundles:
         ]
         for name, data, epochs, seed in plans:
             split = leave_one_out(data)
+            # No refit (refit_share=1): the bundles keep validation metrics held out, for
+            # `evaluate --stage valid` to match.
             config = ModelConfig(
-                num_items=data.num_items, max_epochs=epochs, patience=3, seed=seed, **tiny
-            )
+                num_items=data.num_items, max_epochs=epochs, patience=3, seed=seed,
+                refit_share=1.0, **tiny,
+            )  # fmt: skip
             model, report = train(split, config, show_progress=False)
             model_dir.save(work / name, model, data, split, report)
         self.root.mkdir(parents=True, exist_ok=True)

@@ -54,7 +54,10 @@ def test_attention_projections_start_different_and_reproducible() -> None:
 def test_fit_trains_it_past_popularity() -> None:
     data = synthetic.generate(num_users=800, num_items=120, seed=5)
     split = leave_one_out(data)
-    config = ModelConfig(num_items=data.num_items, **SMALL, max_epochs=8, learning_rate=5e-3)
+    # No refit: the model kept is the best validated epoch's (the refit: test_training_refit.py).
+    config = ModelConfig(
+        num_items=data.num_items, **SMALL, max_epochs=8, learning_rate=5e-3, refit_share=1.0
+    )
     model, report = fit(SASRec(config), split, show_progress=False)
     assert report.best_epoch >= 1
     valid = evaluate_model(model, HeldOut.from_split(split).stage("valid"))

@@ -94,6 +94,27 @@ def test_the_window_rule(lengths: list[int], max_len: int, max_window: int) -> N
         assert held(size) >= schedule.WINDOW_COVERAGE * positions.sum()
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    train_events=st.integers(1, 1_000_000),
+    added=st.integers(-1_000, 100_000),
+    share=st.sampled_from([0.0, 0.01, 0.05, 0.2, 1.0, 3.0]),
+)
+def test_the_refit_rule(train_events: int, added: int, share: float) -> None:
+    config = ModelConfig(num_items=100, refit_share=share)
+    refit_events = max(train_events + added, 0)
+    plan = schedule.derive(config, 10, train_events, 10, refit_events=refit_events)
+    gained = refit_events - train_events
+    # A refit only when the validation targets add positions: always at share 0, never at 1
+    # and above (what they add is less than the refit's whole), else from a share of the whole.
+    assert plan.refit == (gained > 0 and gained >= share * refit_events)
+    if gained <= 0 or share >= 1:
+        assert not plan.refit
+    elif share == 0:
+        assert plan.refit
+    assert not schedule.derive(config, 10, train_events, 10).refit  # nothing to refit on
+
+
 def test_the_rules_reject_what_they_cannot_use() -> None:
     with pytest.raises(ValueError, match="need training data"):
         schedule.derive(ModelConfig(num_items=10), 0, 0, 5)
@@ -103,6 +124,8 @@ def test_the_rules_reject_what_they_cannot_use() -> None:
         ModelConfig(num_items=10, min_batches=-2)
     with pytest.raises(ValueError, match="history_mask_share must be >= 0"):
         ModelConfig(num_items=10, history_mask_share=-0.1)
+    with pytest.raises(ValueError, match="refit_share must be >= 0"):
+        ModelConfig(num_items=10, refit_share=-0.5)
 
 
 def test_configs_written_before_the_rules_train_as_then() -> None:
@@ -112,12 +135,15 @@ def test_configs_written_before_the_rules_train_as_then() -> None:
         .replace('"valid_every": 0,', "")
         .replace('"max_window": 200,', "")
         .replace('"history_mask_share": 0.005,', "")
+        .replace('"refit_share": 0.05,', "")
     )
     assert "min_batches" not in old
     assert "valid_every" not in old
     assert "max_window" not in old
     assert "history_mask_share" not in old
+    assert "refit_share" not in old
     config = ModelConfig.from_json(old)
     assert (config.min_batches, config.valid_every, config.max_window) == (0, 1, 0)
     assert config.history_mask_share == 1.0  # never masked then
+    assert config.refit_share == 1.0  # nor refit
     assert schedule.window(config, np.array([1_000, 1_000])) == config.max_len
